@@ -1,0 +1,1049 @@
+"""The pure interpreter: history in, the next decision out.
+
+Rules of this module:
+
+* Everything that decides which yielded command matches which recorded event
+  lives here.  This module does no I/O and imports no clock, random, threading
+  or store code (``tests/test_purity.py`` parses its imports to keep it so);
+  time, batch ids and the payload codec are passed in.
+* Commands that start something with a recorded outcome get sequence numbers in
+  yield order.  ``Now``, ``Patched`` and ``SetQuery`` take none.
+* A decision is appended as one batch that begins with
+  ``WorkflowTaskCompleted(seen=N)``: the decision saw ``history[:N]`` only.
+
+Theory of operation
+-------------------
+Events are either *decision events* (written by a decision, after its
+``WorkflowTaskCompleted``) or *inputs* (results, timer firings, signals,
+cancellation: appended by anyone at any time).  ``feed`` walks the history in
+order.  Inputs wait in an inbox.  At each recorded decision ``WorkflowTaskCompleted
+(seen=N)`` the interpreter applies, in history order, the inbox events with
+index < N, running the generator whenever its current wait resolves; every
+command the generator yields is checked against the decision's recorded batch
+(positionally, by sequence number, kind, type or name, and argument
+fingerprint).  ``decide`` does the same for all fed inputs and, instead of
+checking, returns the new batch.  The live interpreter is kept by the worker:
+feeding it only new events gives exactly the decisions of a replay from
+scratch, so a long workflow is never replayed at every step.
+
+The generator waits on one tree at a time: a leaf (activity, child, timer,
+signal) or a group (``All``, ``Any``, or a ``WaitSignal`` with a timeout, which
+is a signal leaf racing a timer leaf).  A leaf that can no longer be used is
+abandoned; an abandoned timer is cancelled in the current decision.  Results
+for abandoned commands are ignored.
+
+After any error the interpreter is poisoned and refuses further input (as
+h11's ERROR state): build a new one and replay.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from datetime import UTC, datetime
+from types import GeneratorType
+from typing import Any, Final, NoReturn
+
+from . import _guard
+from ._codec import Codec, JsonCodec
+from ._commands import (
+    All,
+    ContinueAsNew,
+    Now,
+    Patched,
+    ScheduleActivity,
+    SetQuery,
+    SideEffect,
+    StartChildWorkflow,
+    Timer,
+    WaitSignal,
+    _Command,
+    to_timedelta,
+)
+from ._commands import Any as AnyOf
+from ._defs import result_type_of, type_name, workflow_definition
+from ._errors import (
+    ActivityError,
+    CancelledError,
+    ChildWorkflowError,
+    ConflictError,
+    NonDeterminismError,
+    RemoteError,
+)
+from ._events import (
+    CLOSING_EVENTS,
+    DECISION_EVENTS,
+    ActivityAttemptFailed,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    CancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowStarted,
+    CommandRecord,
+    Event,
+    Failure,
+    MarkerRecorded,
+    Payload,
+    SignalReceived,
+    TimerCancelled,
+    TimerFired,
+    TimerStarted,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTaskCompleted,
+    WorkflowTerminated,
+)
+
+__all__ = ["Decision", "Interpreter", "decide", "failure_from"]
+
+_ACTIVITY: Final = "activity"
+_CHILD: Final = "child"
+_TIMER: Final = "timer"
+_SIGNAL: Final = "signal"
+_ALL: Final = "all"
+_ANY: Final = "any"
+_TIMEOUT: Final = "timeout"
+_BLOCKED: Final = object()
+_ITER_CODE = _Command.__iter__.__code__
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Decision:
+    """One decision: the batch to append, beginning with ``WorkflowTaskCompleted``."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    @property
+    def head(self) -> WorkflowTaskCompleted:
+        head = self.events[0]
+        assert isinstance(head, WorkflowTaskCompleted)
+        return head
+
+    @property
+    def closing(self) -> Event | None:
+        """The event that closes the run, if this decision closes it."""
+        last = self.events[-1]
+        return last if type(last) in CLOSING_EVENTS else None
+
+    def __repr__(self) -> str:
+        return f"Decision({self.events!r})"
+
+
+class _Wait:
+    __slots__ = ("done", "parent", "seq", "slot")
+
+    def __init__(self, seq: int, parent: _Group | None, slot: int) -> None:
+        self.seq = seq
+        self.parent = parent
+        self.slot = slot
+        self.done = False
+
+
+class _Leaf(_Wait):
+    __slots__ = ("kind", "name", "rtype")
+
+    def __init__(
+        self, seq: int, parent: _Group | None, slot: int, kind: str, name: str, rtype: Any
+    ) -> None:
+        super().__init__(seq, parent, slot)
+        self.kind = kind
+        self.name = name
+        self.rtype = rtype
+
+
+class _Group(_Wait):
+    __slots__ = ("children", "mode", "remaining", "results")
+
+    def __init__(self, seq: int, parent: _Group | None, slot: int, mode: str, size: int) -> None:
+        super().__init__(seq, parent, slot)
+        self.mode = mode
+        self.children: list[_Wait] = []
+        self.results: list[Any] = [None] * size
+        self.remaining = size
+
+
+def failure_from(exc: BaseException) -> Failure:
+    """An exception as a ``Failure`` (type, message, traceback, cause chain)."""
+    if isinstance(exc, RemoteError):
+        kind, message, tb = exc.type, exc.message, exc.traceback
+    else:
+        cls = type(exc)
+        kind = (
+            cls.__qualname__
+            if cls.__module__ == "builtins"
+            else f"{cls.__module__}.{cls.__qualname__}"
+        )
+        message = str(exc)
+        tb = "".join(traceback.format_exception(exc, chain=False))
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return Failure(
+        type=kind,
+        message=message,
+        traceback=tb,
+        cause=failure_from(cause) if cause is not None else None,
+    )
+
+
+def _remote(failure: Failure) -> RemoteError:
+    err = RemoteError(failure.type, failure.message, failure.traceback)
+    if failure.cause is not None:
+        err.__cause__ = _remote(failure.cause)
+    return err
+
+
+def _describe(item: Any) -> str:
+    """A recorded event or record, or a yielded command, in one short phrase."""
+    match item:
+        case ActivityScheduled(activity_type=name) | ScheduleActivity(activity=name):
+            return f"ScheduleActivity({type_name(name, 'activity')!r})"
+        case TimerStarted(duration=d) | Timer(duration=d):
+            return f"Timer({to_timedelta(d, 'duration')})"
+        case ChildWorkflowStarted(workflow_type=name) | StartChildWorkflow(workflow=name):
+            return f"StartChildWorkflow({type_name(name, 'workflow')!r})"
+        case MarkerRecorded(seq=seq) | SideEffect(fn=seq):
+            return "SideEffect(...)"
+        case CommandRecord(kind="signal", name=name) | WaitSignal(name=name):
+            return f"WaitSignal({name!r})"
+        case CommandRecord(kind="all", detail=n):
+            return f"All(<{int(n)} commands>)"
+        case CommandRecord(kind="any", detail=n):
+            return f"Any(<{int(n)} commands>)"
+        case All(commands=c):
+            return f"All(<{len(c)} commands>)"
+        case AnyOf(commands=c):
+            return f"Any(<{len(c)} commands>)"
+        case TimerCancelled(seq=seq):
+            return f"the cancellation of timer {seq}"
+        case None:
+            return "nothing more"
+        case _:
+            return type(item).__name__
+
+
+class Interpreter:
+    """Replays a workflow's history and makes its next decision.
+
+    >>> from datetime import datetime, timezone
+    >>> from engine import workflow, Timer
+    >>> from engine._events import WorkflowStarted, Json
+    >>> @workflow
+    ... def nap():
+    ...     yield Timer(60)
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> it = Interpreter(nap)
+    >>> it.feed([WorkflowStarted(time=t, workflow_type="nap", workflow_id="w", run_id="r",
+    ...                          input=Json(text="[]"))])
+    >>> [type(e).__name__ for e in it.decide(t, "b1").events]
+    ['WorkflowTaskCompleted', 'TimerStarted']
+    """
+
+    def __init__(
+        self,
+        workflow: Callable[..., Generator[Any, Any, Any]],
+        *,
+        codec: Codec | None = None,
+        check_args: bool = True,
+    ) -> None:
+        self._def = workflow_definition(workflow)
+        self._codec: Codec = codec if codec is not None else JsonCodec()
+        self._check_args = check_args
+        self._gen: Generator[Any, Any, Any] | None = None
+        self._started: WorkflowStarted | None = None
+        self._count = 0
+        self._seen = 0
+        self._inbox: deque[tuple[int, Event]] = deque()
+        self._next_seq = 1
+        self._leaves: dict[int, _Leaf] = {}
+        self._signal_waiters: list[_Leaf] = []
+        self._signals: dict[str, deque[Payload]] = {}
+        self._current: _Wait | None = None
+        self._resume: tuple[Any, BaseException | None] | None = None
+        self._cancel_requested = False
+        self._patches: dict[str, bool] = {}
+        self._queries: dict[str, Payload] = {}
+        self._queries_dirty = False
+        self._now: datetime = _EPOCH
+        self._closing: Event | None = None
+        self._pending_own: str | None = None
+        self._poisoned: BaseException | None = None
+        # the decision being made (fresh) or checked (replay)
+        self._replaying = False
+        self._out: list[Event] = []
+        self._records: list[CommandRecord] = []
+        self._rec: list[Event] = []
+        self._rec_pos = 0
+        self._rec_cmds: tuple[CommandRecord, ...] = ()
+        self._rec_cmd_pos = 0
+        self._batch_head: WorkflowTaskCompleted | None = None
+        self._batch_index = 0
+        self._batch: list[Event] = []
+        self._commands: dict[type, Callable[[Any], Any]] = {
+            ScheduleActivity: self._cmd_wait,
+            StartChildWorkflow: self._cmd_wait,
+            Timer: self._cmd_wait,
+            WaitSignal: self._cmd_wait,
+            All: self._cmd_wait,
+            AnyOf: self._cmd_wait,
+            SideEffect: self._cmd_side_effect,
+            Now: self._cmd_now,
+            Patched: self._cmd_patched,
+            SetQuery: self._cmd_set_query,
+            ContinueAsNew: self._cmd_continue_as_new,
+        }
+        self._openers: dict[type, Callable[[Any, _Group | None, int], _Wait]] = {
+            ScheduleActivity: self._open_activity,
+            StartChildWorkflow: self._open_child,
+            Timer: self._open_timer,
+            WaitSignal: self._open_signal,
+            All: self._open_group,
+            AnyOf: self._open_group,
+        }
+        self._inputs: dict[type, Callable[[Any], None]] = {
+            ActivityCompleted: self._in_activity_completed,
+            ActivityFailed: self._in_activity_failed,
+            ActivityAttemptFailed: self._in_attempt_failed,
+            TimerFired: self._in_timer_fired,
+            ChildWorkflowCompleted: self._in_child_completed,
+            ChildWorkflowFailed: self._in_child_failed,
+            SignalReceived: self._in_signal,
+            CancelRequested: self._in_cancel,
+            WorkflowTerminated: self._in_terminated,
+        }
+        _guard.install()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def workflow_type(self) -> str:
+        return self._def.name
+
+    @property
+    def length(self) -> int:
+        """How many events have been fed."""
+        return self._count
+
+    @property
+    def closing(self) -> Event | None:
+        """The event that closed the run (completed, failed, cancelled, ...), if closed."""
+        return self._closing
+
+    @property
+    def queries(self) -> dict[str, Payload]:
+        """The latest ``SetQuery`` values, encoded."""
+        return dict(self._queries)
+
+    def feed(self, events: Iterable[Event]) -> None:
+        """Take events appended to the history, in order, whole batches at a time.
+
+        Recorded decisions are replayed and checked; inputs wait for the next
+        decision.  Raises :class:`NonDeterminismError` when the code does not fit.
+        """
+        self._check_poison()
+        try:
+            inbox = self._inbox
+            decision_events = DECISION_EVENTS
+            for ev in events:
+                index = self._count
+                self._count = index + 1
+                cls = type(ev)
+                if cls in decision_events:
+                    if cls is WorkflowTaskCompleted:
+                        if self._batch_head is not None:
+                            self._flush_batch()
+                        self._batch_head = ev  # type: ignore[assignment]
+                        self._batch_index = index
+                    elif self._batch_head is None:
+                        self._inconsistent(f"event {index} ({cls.__name__}) is outside a decision")
+                    else:
+                        self._batch.append(ev)
+                else:
+                    if self._batch_head is not None:
+                        self._flush_batch()
+                    if cls is WorkflowStarted:
+                        if index != 0:
+                            self._inconsistent(f"WorkflowStarted at event {index}, not 0")
+                        self._started = ev  # type: ignore[assignment]
+                    elif self._started is None:
+                        self._inconsistent("the history does not begin with WorkflowStarted")
+                    else:
+                        inbox.append((index, ev))
+            if self._batch_head is not None:
+                self._flush_batch()
+        except BaseException as exc:
+            self._poisoned = exc
+            raise
+
+    def decide(self, now: datetime, batch_id: str) -> Decision | None:
+        """Make the next decision from everything fed so far; ``None`` if there is nothing to do.
+
+        ``now`` becomes the decision's time (``Now()``, timer due times); ``batch_id``
+        must be unique.  Feed the decision's batch back once it is appended; if the
+        append fails, discard this interpreter and replay.
+        """
+        self._check_poison()
+        if self._pending_own is not None:
+            raise RuntimeError("the previous decision has not been fed back yet")
+        if self._started is None:
+            raise ValueError("the history must begin with WorkflowStarted")
+        if self._closing is not None:
+            return None
+        try:
+            self._now = now
+            self._out = []
+            self._records = []
+            self._run_decision(self._count)
+            if not self._out and not self._records:
+                return None
+            head = WorkflowTaskCompleted(
+                time=now,
+                seen=self._count,
+                batch_id=batch_id,
+                commands=tuple(self._records),
+                queries=dict(self._queries) if self._queries_dirty else None,
+            )
+            self._queries_dirty = False
+            self._pending_own = batch_id
+            self._seen = self._count
+            events: list[Event] = [head]
+            events.extend(self._out)
+            return Decision(events)
+        except BaseException as exc:
+            self._poisoned = exc
+            raise
+
+    def close(self) -> None:
+        """Drop the live generator, running its ``finally`` blocks under the guard."""
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            token = _guard.guarded(self._def.name)
+            try:
+                gen.close()
+            except BaseException:  # a finally block that yields, raises: nothing to record
+                pass
+            finally:
+                _guard.release(token)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _check_poison(self) -> None:
+        if self._poisoned is not None:
+            raise RuntimeError(
+                f"this Interpreter failed earlier ({type(self._poisoned).__name__}: "
+                f"{self._poisoned}); build a new one to replay"
+            ) from self._poisoned
+
+    def _inconsistent(self, what: str) -> NoReturn:
+        raise NonDeterminismError(
+            f"workflow {self._def.name!r}: the history is inconsistent: {what}"
+        )
+
+    def _flush_batch(self) -> None:
+        head = self._batch_head
+        assert head is not None
+        batch = self._batch
+        self._batch_head = None
+        self._batch = []
+        if self._pending_own is not None:
+            if head.batch_id == self._pending_own:
+                self._pending_own = None  # our own decision, already applied
+                return
+            raise ConflictError(
+                f"workflow {self._def.name!r}: another decision ({head.batch_id}) was appended "
+                f"instead of this interpreter's ({self._pending_own}); replay from scratch"
+            )
+        if self._started is None:
+            self._inconsistent("a decision comes before WorkflowStarted")
+        if not self._seen <= head.seen <= self._batch_index:
+            self._inconsistent(
+                f"decision {head.batch_id} claims to have seen {head.seen} events "
+                f"(previous decision saw {self._seen})"
+            )
+        if self._closing is not None:
+            self._inconsistent(f"decision {head.batch_id} comes after the run closed")
+        self._seen = head.seen
+        self._now = head.time
+        self._replaying = True
+        self._rec = batch
+        self._rec_pos = 0
+        self._rec_cmds = head.commands
+        self._rec_cmd_pos = 0
+        self._run_decision(head.seen)
+        self._replaying = False
+        self._queries_dirty = False
+        leftover: Any = self._next_recorded()
+        if leftover is None and self._rec_cmd_pos < len(self._rec_cmds):
+            leftover = self._rec_cmds[self._rec_cmd_pos]
+        if leftover is not None:
+            state = "returned" if self._closing is not None else "waits"
+            self._mismatch(
+                getattr(leftover, "seq", 0),
+                leftover,
+                None,
+                f"the code {state} at {self._location()} while the history still holds "
+                f"{_describe(leftover)}",
+            )
+
+    def _run_decision(self, limit: int) -> None:
+        if self._gen is None and self._closing is None:
+            self._start()
+        inbox = self._inbox
+        inputs = self._inputs
+        while inbox and inbox[0][0] < limit:
+            ev = inbox.popleft()[1]
+            if self._closing is not None:
+                continue  # late results for a closed run
+            inputs[type(ev)](ev)
+            if self._resume is not None:
+                self._drive()
+
+    def _start(self) -> None:
+        started = self._started
+        assert started is not None
+        types, rest = self._def.param_types()
+        try:
+            args = self._codec.decode_args(started.input, types, rest)
+            token = _guard.guarded(self._def.name)
+            try:
+                self._gen = self._def.fn(*args)
+            finally:
+                _guard.release(token)
+        except Exception as exc:  # bad input for this signature: the run fails
+            self._finish(WorkflowFailed, error=failure_from(exc))
+            return
+        self._resume = (None, None)
+        self._drive()
+
+    def _drive(self) -> None:
+        """Run the generator until it waits or ends."""
+        assert self._resume is not None
+        value, exc = self._resume
+        self._resume = None
+        gen = self._gen
+        assert gen is not None
+        commands = self._commands
+        token = _guard.guarded(self._def.name)
+        try:
+            while True:
+                try:
+                    cmd = gen.send(value) if exc is None else gen.throw(exc)
+                except StopIteration as stop:
+                    self._complete(stop.value)
+                    return
+                except CancelledError as err:
+                    self._finish(WorkflowCancelled, reason=str(err))
+                    return
+                except Exception as err:
+                    self._finish(WorkflowFailed, error=failure_from(err))
+                    return
+                exc = None
+                handler = commands.get(type(cmd))
+                if handler is None:
+                    value = None
+                    exc = TypeError(
+                        f"a workflow must yield commands (ScheduleActivity, Timer, WaitSignal, "
+                        f"...), not {cmd!r}"
+                    )
+                    continue
+                try:
+                    value = handler(cmd)
+                except NonDeterminismError:
+                    raise
+                except Exception as err:  # a bad command or a failing SideEffect: thrown in
+                    value, exc = None, err
+                    continue
+                if value is _BLOCKED:
+                    if self._resume is None:
+                        return
+                    value, exc = self._resume
+                    self._resume = None
+                elif self._closing is not None:
+                    return
+        finally:
+            _guard.release(token)
+
+    def _complete(self, value: Any) -> None:
+        if self._replaying:
+            self._finish(WorkflowCompleted)
+            return
+        try:
+            payload = self._codec.encode(value)
+        except TypeError as exc:
+            self._finish(WorkflowFailed, error=failure_from(exc))
+        else:
+            self._finish(WorkflowCompleted, result=payload)
+
+    def _finish(self, cls: type[Event], **fields: Any) -> None:
+        """Close the run with a closing event (recorded, or checked on replay)."""
+        if self._replaying:
+            rec = self._next_recorded()
+            if type(rec) is not cls:
+                self._mismatch(
+                    0,
+                    rec,
+                    None,
+                    f"the code ended the run with {cls.__name__} at {self._location()}, but "
+                    f"the history recorded {_describe(rec)}",
+                )
+            self._rec_pos += 1
+            self._closing = rec
+        else:
+            ev = cls(time=self._now, **fields)
+            self._out.append(ev)
+            self._closing = ev
+        self._abandon_all()
+        self.close()
+
+    def _abandon_all(self) -> None:
+        if self._current is not None:
+            self._abandon(self._current)
+            self._current = None
+
+    # ------------------------------------------------------------------ replay checks
+
+    def _next_recorded(self) -> Event | None:
+        """The next recorded decision event, skipping patch markers (checked by lookup)."""
+        rec = self._rec
+        pos = self._rec_pos
+        while pos < len(rec):
+            ev = rec[pos]
+            if type(ev) is MarkerRecorded and ev.name == "patch":
+                pos += 1
+                continue
+            self._rec_pos = pos
+            return ev
+        self._rec_pos = pos
+        return None
+
+    def _next_record(self) -> CommandRecord | None:
+        if self._rec_cmd_pos < len(self._rec_cmds):
+            rec = self._rec_cmds[self._rec_cmd_pos]
+            self._rec_cmd_pos += 1
+            return rec
+        return None
+
+    def _location(self) -> str:
+        gen: Any = self._gen
+        if gen is None:
+            return "the end of the workflow"
+        while True:
+            sub: Any = gen.gi_yieldfrom
+            if not isinstance(sub, GeneratorType) or sub.gi_code is _ITER_CODE:
+                break
+            gen = sub
+        frame = gen.gi_frame
+        if frame is None:
+            return "the end of the workflow"
+        return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}()"
+
+    def _mismatch(
+        self, seq: int, recorded: Any, yielded: Any, detail: str | None = None
+    ) -> NoReturn:
+        where = self._location()
+        if detail is None:
+            detail = (
+                f"the history recorded {_describe(recorded)} but the code yielded "
+                f"{_describe(yielded)} at {where}"
+            )
+        raise NonDeterminismError(
+            f"workflow {self._def.name!r} is not deterministic at sequence number {seq}: "
+            f"{detail}. Likely cause: the workflow code changed while this run was in flight "
+            f"(guard new code with `if (yield Patched('change-id')):`), or it depends on "
+            f"something other than its history (time, randomness, I/O: use Now(), "
+            f"SideEffect() or an activity)."
+        )
+
+    def _expect(self, seq: int, cls: type[Event], yielded: Any) -> Any:
+        rec = self._next_recorded()
+        if type(rec) is not cls or rec.seq != seq:  # type: ignore[union-attr]
+            self._mismatch(seq, rec, yielded)
+        self._rec_pos += 1
+        return rec
+
+    def _record(self, seq: int, kind: str, name: str, detail: float, yielded: Any) -> None:
+        if self._replaying:
+            rec = self._next_record()
+            if (
+                rec is None
+                or rec.seq != seq
+                or rec.kind != kind
+                or rec.name != name
+                or (rec.detail != detail)
+            ):
+                self._mismatch(seq, rec, yielded)
+        else:
+            self._records.append(CommandRecord(seq, kind, name, detail))
+
+    # ------------------------------------------------------------------ commands
+
+    def _cmd_wait(self, cmd: Any) -> Any:
+        node = self._openers[type(cmd)](cmd, None, 0)
+        if not node.done:
+            self._current = node
+        if self._signals and self._signal_waiters:
+            self._deliver_buffered()
+        return _BLOCKED
+
+    def _open_activity(self, cmd: ScheduleActivity, parent: _Group | None, slot: int) -> _Wait:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        name = type_name(cmd.activity, "activity")
+        if self._replaying:
+            rec = self._expect(seq, ActivityScheduled, cmd)
+            if rec.activity_type != name or (
+                self._check_args and rec.args_digest != self._codec.fingerprint_args(cmd.args)
+            ):
+                self._mismatch(seq, rec, cmd, self._arg_detail(rec.activity_type, name, rec, cmd))
+        else:
+            payload, digest = self._codec.encode_args(cmd.args)
+            self._out.append(
+                ActivityScheduled(
+                    time=self._now,
+                    seq=seq,
+                    activity_type=name,
+                    args=payload,
+                    args_digest=digest,
+                    task_queue=cmd.task_queue or "",
+                    retry=cmd.retry,
+                    start_to_close=_opt_td(cmd.start_to_close, "start_to_close"),
+                    schedule_to_close=_opt_td(cmd.schedule_to_close, "schedule_to_close"),
+                    heartbeat_timeout=_opt_td(cmd.heartbeat_timeout, "heartbeat_timeout"),
+                )
+            )
+        leaf = _Leaf(seq, parent, slot, _ACTIVITY, name, result_type_of(cmd.activity))
+        self._leaves[seq] = leaf
+        return leaf
+
+    def _arg_detail(self, recorded_type: str, name: str, rec: Any, cmd: Any) -> str:
+        if recorded_type != name:
+            return (
+                f"the history recorded {_describe(rec)} but the code yielded "
+                f"{_describe(cmd)} at {self._location()}"
+            )
+        return (
+            f"the code yielded {_describe(cmd)} at {self._location()} with arguments that differ "
+            f"from the recorded ones (set check_args=False on the worker to allow that)"
+        )
+
+    def _open_child(self, cmd: StartChildWorkflow, parent: _Group | None, slot: int) -> _Wait:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        name = type_name(cmd.workflow, "child workflow")
+        if self._replaying:
+            rec = self._expect(seq, ChildWorkflowStarted, cmd)
+            if rec.workflow_type != name or (
+                self._check_args and rec.args_digest != self._codec.fingerprint_args(cmd.args)
+            ):
+                self._mismatch(seq, rec, cmd, self._arg_detail(rec.workflow_type, name, rec, cmd))
+        else:
+            started = self._started
+            assert started is not None
+            if cmd.id is not None and not isinstance(cmd.id, str):
+                raise TypeError(f"a child workflow id must be a string, got {cmd.id!r}")
+            payload, digest = self._codec.encode_args(cmd.args)
+            self._out.append(
+                ChildWorkflowStarted(
+                    time=self._now,
+                    seq=seq,
+                    workflow_type=name,
+                    workflow_id=cmd.id or f"{started.workflow_id}/{started.run_id}/{seq}",
+                    args=payload,
+                    args_digest=digest,
+                    task_queue=cmd.task_queue or "",
+                )
+            )
+        leaf = _Leaf(seq, parent, slot, _CHILD, name, result_type_of(cmd.workflow))
+        self._leaves[seq] = leaf
+        return leaf
+
+    def _open_timer(self, cmd: Timer, parent: _Group | None, slot: int) -> _Wait:
+        duration = to_timedelta(cmd.duration, "Timer duration")
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._start_timer(seq, duration, cmd)
+        leaf = _Leaf(seq, parent, slot, _TIMER, "", None)
+        self._leaves[seq] = leaf
+        return leaf
+
+    def _start_timer(self, seq: int, duration: Any, cmd: Any) -> None:
+        if self._replaying:
+            rec = self._expect(seq, TimerStarted, cmd)
+            if rec.duration != duration:
+                self._mismatch(seq, rec, cmd)
+        else:
+            now = self._now
+            self._out.append(
+                TimerStarted(time=now, seq=seq, duration=duration, fire_at=now + duration)
+            )
+
+    def _open_signal(self, cmd: WaitSignal, parent: _Group | None, slot: int) -> _Wait:
+        if not isinstance(cmd.name, str):
+            raise TypeError(f"a signal name must be a string, got {cmd.name!r}")
+        timeout = None if cmd.timeout is None else to_timedelta(cmd.timeout, "WaitSignal timeout")
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._record(seq, _SIGNAL, cmd.name, timeout.total_seconds() if timeout else 0, cmd)
+        leaf = _Leaf(seq, None, 0, _SIGNAL, cmd.name, Any)
+        self._signal_waiters.append(leaf)
+        if timeout is None:
+            leaf.parent, leaf.slot = parent, slot
+            return leaf
+        # NB: a deadline is a group racing the signal against a timer of its own.
+        group = _Group(seq, parent, slot, _TIMEOUT, 2)
+        leaf.parent = group
+        timer_seq = self._next_seq
+        self._next_seq = timer_seq + 1
+        self._start_timer(timer_seq, timeout, cmd)
+        timer = _Leaf(timer_seq, group, 1, _TIMER, "", None)
+        self._leaves[timer_seq] = timer
+        group.children = [leaf, timer]
+        return group
+
+    def _open_group(self, cmd: All | AnyOf, parent: _Group | None, slot: int) -> _Wait:
+        members = cmd.commands
+        mode = _ALL if type(cmd) is All else _ANY
+        if mode == _ANY and not members:
+            raise ValueError("Any() needs at least one command (it would wait forever)")
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._record(seq, mode, "", len(members), cmd)
+        group = _Group(seq, parent, slot, mode, len(members))
+        for i, member in enumerate(members):
+            opener = self._openers.get(type(member))
+            if opener is None:
+                raise TypeError(
+                    f"All/Any members must be ScheduleActivity, StartChildWorkflow, Timer, "
+                    f"WaitSignal, All or Any, not {member!r}"
+                )
+            group.children.append(opener(member, group, i))
+        if not members:  # All() is done at once
+            self._resolve(group, [], None)
+        return group
+
+    def _cmd_side_effect(self, cmd: SideEffect) -> Any:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        rtype = result_type_of(cmd.fn) if callable(cmd.fn) else Any
+        if self._replaying:
+            rec = self._expect(seq, MarkerRecorded, cmd)
+            if rec.name != "side_effect":
+                self._mismatch(seq, rec, cmd)
+            if rec.error is not None:
+                raise _remote(rec.error)
+            return self._codec.decode(rec.value, rtype)
+        # NB: a failing SideEffect is recorded too, and thrown in as the same
+        # RemoteError on every replay, so fresh runs and replays behave alike.
+        try:
+            if not callable(cmd.fn):
+                raise TypeError(f"SideEffect needs a function of no arguments, got {cmd.fn!r}")
+            payload = self._codec.encode(cmd.fn())
+        except Exception as exc:
+            failure = failure_from(exc)
+            self._out.append(
+                MarkerRecorded(time=self._now, name="side_effect", seq=seq, error=failure)
+            )
+            raise _remote(failure) from exc
+        self._out.append(MarkerRecorded(time=self._now, name="side_effect", seq=seq, value=payload))
+        return self._codec.decode(payload, rtype)
+
+    def _cmd_now(self, cmd: Now) -> Any:
+        return self._now
+
+    def _cmd_patched(self, cmd: Patched) -> Any:
+        change_id = cmd.change_id
+        known = self._patches.get(change_id)
+        if known is not None:
+            return known
+        if self._replaying:
+            found = any(
+                type(ev) is MarkerRecorded and ev.name == "patch" and ev.change_id == change_id
+                for ev in self._rec
+            )
+        else:
+            self._out.append(MarkerRecorded(time=self._now, name="patch", change_id=change_id))
+            found = True
+        self._patches[change_id] = found
+        return found
+
+    def _cmd_set_query(self, cmd: SetQuery) -> Any:
+        if not isinstance(cmd.name, str):
+            raise TypeError(f"a query name must be a string, got {cmd.name!r}")
+        self._queries[cmd.name] = self._codec.encode(cmd.value)
+        self._queries_dirty = True
+        return None
+
+    def _cmd_continue_as_new(self, cmd: ContinueAsNew) -> Any:
+        if self._replaying:
+            self._finish(WorkflowContinuedAsNew)
+        else:
+            payload, _ = self._codec.encode_args(cmd.args)
+            self._finish(WorkflowContinuedAsNew, input=payload)
+        return None
+
+    # ------------------------------------------------------------------ resolution
+
+    def _resolve(self, node: _Wait, value: Any, exc: BaseException | None) -> None:
+        node.done = True
+        parent = node.parent
+        if parent is None:
+            self._current = None
+            self._resume = (value, exc)
+            return
+        mode = parent.mode
+        if mode == _ALL:
+            if exc is None:
+                parent.results[node.slot] = value
+                parent.remaining -= 1
+                if parent.remaining:
+                    return
+                self._resolve(parent, parent.results, None)
+                return
+        elif mode == _ANY:
+            value = (node.slot, value)
+        elif node.slot == 1:  # _TIMEOUT: the deadline won
+            value, exc = None, TimeoutError(f"no signal {parent.children[0].name!r} in time")  # type: ignore[attr-defined]
+        for child in parent.children:
+            if not child.done:
+                self._abandon(child)
+        self._resolve(parent, value, exc)
+
+    def _abandon(self, node: _Wait) -> None:
+        if node.done:
+            return
+        node.done = True
+        if isinstance(node, _Group):
+            for child in node.children:
+                self._abandon(child)
+            return
+        assert isinstance(node, _Leaf)
+        if node.kind == _SIGNAL:
+            self._signal_waiters.remove(node)
+            return
+        del self._leaves[node.seq]
+        if node.kind == _TIMER:
+            if self._replaying:
+                self._expect(node.seq, TimerCancelled, TimerCancelled(time=self._now, seq=node.seq))
+            else:
+                self._out.append(TimerCancelled(time=self._now, seq=node.seq))
+
+    def _deliver_buffered(self) -> None:
+        for leaf in list(self._signal_waiters):
+            if leaf.done:
+                continue
+            queue = self._signals.get(leaf.name)
+            if queue:
+                payload = queue.popleft()
+                self._signal_waiters.remove(leaf)
+                self._resolve(leaf, self._codec.decode(payload, leaf.rtype), None)
+
+    def _leaf(self, seq: int, kind: str, event: Event) -> _Leaf | None:
+        leaf = self._leaves.get(seq)
+        if leaf is None:
+            if not 0 < seq < self._next_seq:
+                self._inconsistent(
+                    f"{type(event).__name__} for sequence number {seq}, which the code never "
+                    f"started (it has started {self._next_seq - 1} commands)"
+                )
+            return None  # a result nobody waits for any more
+        if leaf.kind != kind:
+            self._inconsistent(
+                f"{type(event).__name__} for sequence number {seq}, which is a {leaf.kind}"
+            )
+        del self._leaves[seq]
+        return leaf
+
+    def _in_activity_completed(self, ev: ActivityCompleted) -> None:
+        leaf = self._leaf(ev.seq, _ACTIVITY, ev)
+        if leaf is not None:
+            try:
+                value = self._codec.decode(ev.result, leaf.rtype)
+            except TypeError as exc:
+                self._resolve(leaf, None, exc)
+            else:
+                self._resolve(leaf, value, None)
+
+    def _in_activity_failed(self, ev: ActivityFailed) -> None:
+        leaf = self._leaf(ev.seq, _ACTIVITY, ev)
+        if leaf is not None:
+            err = ActivityError(leaf.name, ev.error.type, ev.error.message, ev.attempt)
+            err.__cause__ = _remote(ev.error)
+            self._resolve(leaf, None, err)
+
+    def _in_attempt_failed(self, ev: ActivityAttemptFailed) -> None:
+        leaf = self._leaves.get(ev.seq)
+        if leaf is None and not 0 < ev.seq < self._next_seq:
+            self._inconsistent(f"ActivityAttemptFailed for unknown sequence number {ev.seq}")
+
+    def _in_timer_fired(self, ev: TimerFired) -> None:
+        leaf = self._leaf(ev.seq, _TIMER, ev)
+        if leaf is not None:
+            self._resolve(leaf, None, None)
+
+    def _in_child_completed(self, ev: ChildWorkflowCompleted) -> None:
+        leaf = self._leaf(ev.seq, _CHILD, ev)
+        if leaf is not None:
+            try:
+                value = self._codec.decode(ev.result, leaf.rtype)
+            except TypeError as exc:
+                self._resolve(leaf, None, exc)
+            else:
+                self._resolve(leaf, value, None)
+
+    def _in_child_failed(self, ev: ChildWorkflowFailed) -> None:
+        leaf = self._leaf(ev.seq, _CHILD, ev)
+        if leaf is not None:
+            err = ChildWorkflowError(leaf.name, ev.run_id, ev.error.type, ev.error.message)
+            err.__cause__ = _remote(ev.error)
+            self._resolve(leaf, None, err)
+
+    def _in_signal(self, ev: SignalReceived) -> None:
+        for leaf in self._signal_waiters:
+            if leaf.name == ev.name:
+                self._signal_waiters.remove(leaf)
+                self._resolve(leaf, self._codec.decode(ev.payload, leaf.rtype), None)
+                return
+        self._signals.setdefault(ev.name, deque()).append(ev.payload)
+
+    def _in_cancel(self, ev: CancelRequested) -> None:
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
+        if self._current is not None:
+            self._abandon(self._current)
+            self._current = None
+        self._resume = (None, CancelledError(ev.reason or "cancellation requested"))
+
+    def _in_terminated(self, ev: WorkflowTerminated) -> None:
+        self._closing = ev
+        self._current = None
+        self.close()
+
+
+def _opt_td(value: Any, what: str) -> Any:
+    return None if value is None else to_timedelta(value, what)
+
+
+def decide(
+    workflow: Callable[..., Generator[Any, Any, Any]],
+    history: Iterable[Event],
+    now: datetime,
+    batch_id: str,
+    *,
+    codec: Codec | None = None,
+    check_args: bool = True,
+) -> Decision | None:
+    """The functional entry point: replay ``history`` and return the next decision."""
+    interpreter = Interpreter(workflow, codec=codec, check_args=check_args)
+    try:
+        interpreter.feed(history)
+        return interpreter.decide(now, batch_id)
+    finally:
+        interpreter.close()
