@@ -10,6 +10,7 @@
     ├── WorkflowFailedError        Client.result() of a failed or terminated run
     ├── WorkflowAlreadyStartedError  an id is running (or the id-reuse policy refuses it)
     ├── WorkflowNotFoundError      no such workflow id
+    ├── WorkflowAlreadyClosedError the run is closed (a signal or result came too late)
     ├── ConflictError              a decision lost the race to another decision (stores)
     └── CorruptionError            stored bytes fail their checksum or hash (stores, CAS)
 
@@ -73,6 +74,10 @@ class WorkflowAlreadyStartedError(WorkflowError):
 
 class WorkflowNotFoundError(WorkflowError):
     """No workflow with this id is known to the store."""
+
+
+class WorkflowAlreadyClosedError(WorkflowError):
+    """The run has closed: it takes no more signals, cancel requests or results."""
 
 
 class ConflictError(WorkflowError):
