@@ -9,6 +9,8 @@
 ...     return (yield ScheduleActivity(greet, name))
 """
 
+from ._client import Client, run
+from ._clock import Clock, SystemClock, VirtualClock
 from ._codec import Codec, JsonCodec
 from ._commands import (
     All,
@@ -23,6 +25,7 @@ from ._commands import (
     Timer,
     WaitSignal,
 )
+from ._context import ActivityContext, activity_context
 from ._defs import activity, workflow
 from ._errors import (
     ActivityError,
@@ -32,28 +35,35 @@ from ._errors import (
     CorruptionError,
     NonDeterminismError,
     RemoteError,
+    WorkflowAlreadyClosedError,
     WorkflowAlreadyStartedError,
     WorkflowError,
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
 from ._guard import WorkflowSandboxError
+from ._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 from ._interpreter import Decision, Interpreter, decide
 from ._retry import RetryPolicy
+from ._worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivityContext",
     "ActivityError",
     "All",
     "Any",
     "CancelledError",
     "ChildWorkflowError",
+    "Client",
+    "Clock",
     "Codec",
     "ConflictError",
     "ContinueAsNew",
     "CorruptionError",
     "Decision",
+    "IdReusePolicy",
     "Interpreter",
     "JsonCodec",
     "NonDeterminismError",
@@ -65,15 +75,24 @@ __all__ = [
     "SetQuery",
     "SideEffect",
     "StartChildWorkflow",
+    "Status",
+    "SystemClock",
     "Timer",
+    "VirtualClock",
     "WaitSignal",
+    "Worker",
+    "WorkflowAlreadyClosedError",
     "WorkflowAlreadyStartedError",
     "WorkflowError",
     "WorkflowFailedError",
+    "WorkflowInfo",
     "WorkflowNotFoundError",
+    "WorkflowPage",
     "WorkflowSandboxError",
     "__version__",
     "activity",
+    "activity_context",
     "decide",
+    "run",
     "workflow",
 ]

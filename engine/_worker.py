@@ -1,0 +1,670 @@
+"""The worker: claims runs from a store, makes their decisions, runs their activities.
+
+The worker only loads, calls, appends and dispatches; every rule about which
+command matches which event is the interpreter's.  One driver thread owns the
+interpreters and all appends; activities run on a thread pool (``def``) or an
+event loop (``async def``) and hand their outcomes back through a queue.
+``run_until_idle`` drives the same machinery in one thread, deterministically.
+
+Per run the worker keeps a live interpreter in an LRU cache, so a long workflow
+is replayed only on a cache miss.  An activity's outcome and the decision it
+triggers go to the store as one batch: a sequential workflow costs one durable
+write per activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from stores._protocol import AppendBatch, RunRef, Store
+
+from ._clock import Clock, SystemClock, VirtualClock
+from ._codec import Codec, JsonCodec
+from ._context import ActivityContext, reset_context, set_context
+from ._defs import ActivityDefinition, activity_definition, workflow_definition
+from ._errors import ConflictError, NonDeterminismError, WorkflowError
+from ._events import (
+    ActivityAttemptFailed,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    ChildWorkflowStarted,
+    Event,
+    Link,
+    TimerCancelled,
+    TimerFired,
+    TimerStarted,
+    WorkflowContinuedAsNew,
+    WorkflowStarted,
+)
+from ._interpreter import Interpreter, failure_from
+from ._retry import RetryPolicy
+
+__all__ = ["Worker"]
+
+_DEFAULT_RETRY = RetryPolicy()
+
+
+class _Activity:
+    """A scheduled activity without an outcome yet."""
+
+    __slots__ = ("attempts", "context", "event", "retry_at", "started")
+
+    def __init__(self, event: ActivityScheduled) -> None:
+        self.event = event
+        self.attempts = 0  # failed attempts so far
+        self.retry_at: datetime | None = None
+        self.started: float | None = None  # monotonic start of the running attempt
+        self.context: ActivityContext | None = None
+
+
+class _Entry:
+    """A cached run: its live interpreter and what it has pending."""
+
+    __slots__ = ("activities", "interp", "length", "ref", "started", "timers")
+
+    def __init__(self, ref: RunRef, started: WorkflowStarted, interp: Interpreter) -> None:
+        self.ref = ref
+        self.started = started
+        self.interp = interp
+        self.length = 0
+        self.activities: dict[int, _Activity] = {}
+        self.timers: dict[int, datetime] = {}
+
+    def feed(self, events: Sequence[Event]) -> None:
+        """Feed the interpreter and note what the events leave pending."""
+        self.interp.feed(events)
+        self.note(events)
+
+    def note(self, events: Sequence[Event]) -> None:
+        """Note appended events the interpreter has already taken."""
+        self.length += len(events)
+        for ev in events:
+            match ev:
+                case ActivityScheduled(seq=seq):
+                    self.activities[seq] = _Activity(ev)
+                case ActivityAttemptFailed(seq=seq, attempt=attempt, retry_at=retry_at):
+                    act = self.activities.get(seq)
+                    if act is not None:
+                        act.attempts = max(act.attempts, attempt)
+                        act.retry_at = retry_at
+                case ActivityCompleted(seq=seq) | ActivityFailed(seq=seq):
+                    self.activities.pop(seq, None)
+                case TimerStarted(seq=seq, fire_at=fire_at):
+                    self.timers[seq] = fire_at
+                case TimerFired(seq=seq) | TimerCancelled(seq=seq):
+                    self.timers.pop(seq, None)
+                case _:
+                    pass
+        if self.interp.closing is not None:
+            self.timers.clear()
+            for act in self.activities.values():
+                if act.context is not None:
+                    act.context.cancel()
+            self.activities.clear()
+
+
+class _Blocked(Exception):
+    """This worker cannot make progress on a run (unknown type, non-determinism)."""
+
+
+class Worker:
+    """Runs workflows and activities from ``store``.
+
+    >>> from engine import Worker, Client, workflow, activity, ScheduleActivity
+    >>> from stores import MemoryStore
+    >>> @activity
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    >>> @workflow
+    ... def twice(x: int):
+    ...     return (yield ScheduleActivity(double, x))
+    >>> store = MemoryStore()
+    >>> client = Client(store)
+    >>> wid = client.start(twice, 21)
+    >>> Worker(store, workflows=[twice], activities=[double]).run_until_idle()
+    >>> client.result(wid)
+    42
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        workflows: Iterable[Callable[..., Any]] = (),
+        activities: Iterable[Callable[..., Any]] = (),
+        *,
+        cas: Any = None,
+        codec: Codec | None = None,
+        task_queue: str = "default",
+        clock: Clock | None = None,
+        identity: str | None = None,
+        max_concurrent_activities: int = 16,
+        cache_size: int = 1000,
+        lease: float = 30.0,
+        poll_interval: float = 1.0,
+        check_args: bool = True,
+        auto_register: bool = False,
+    ) -> None:
+        self.store = store
+        self.cas = cas
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.task_queue = task_queue
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.max_concurrent_activities = max_concurrent_activities
+        self.cache_size = cache_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.check_args = check_args
+        self.auto_register = auto_register
+        self._workflows: dict[str, Callable[..., Any]] = {}
+        for fn in workflows:
+            self._workflows[workflow_definition(fn).name] = fn
+        self._activities: dict[str, ActivityDefinition] = {}
+        for fn in activities:
+            d = activity_definition(fn)
+            self._activities[d.name] = d
+        self._cache: OrderedDict[RunRef, _Entry] = OrderedDict()
+        self._owned: set[RunRef] = set()
+        self._inflight = 0
+        self._jobs: list[tuple[_Entry, _Activity]] = []
+        self._done: queue.SimpleQueue[tuple[RunRef, int, Event]] = queue.SimpleQueue()
+        self._backoff: dict[RunRef, int] = {}
+        self._stopping = threading.Event()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._progress = False
+
+    # ------------------------------------------------------------------ running
+
+    def run_until_idle(self, skip_time: bool = False) -> None:
+        """Do all work due at the clock's current time, in this thread, then return.
+
+        With ``skip_time=True`` and a ``VirtualClock``, jump the clock to each
+        next due timer or retry until every run is closed or waits only on
+        signals (or is blocked).
+        """
+        if skip_time and not isinstance(self.clock, VirtualClock):
+            raise ValueError("run_until_idle(skip_time=True) needs a VirtualClock")
+        while True:
+            self._progress = False
+            next_due = self._round(inline=True)
+            if self._progress:
+                continue
+            if not skip_time or next_due is None:
+                return
+            assert isinstance(self.clock, VirtualClock)
+            if next_due <= self.clock.now():
+                return  # only blocked runs are due: they wait for fixed code
+            self.clock.set(next_due)
+
+    def run(self) -> None:
+        """Work until SIGINT or SIGTERM (or ``stop()``), then hand back what it holds.
+
+        Graceful: the worker stops claiming, lets running activities finish (their
+        outcomes are recorded), and releases every run it owns.
+        """
+        self._stopping.clear()
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self._stopping.set())
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.max_concurrent_activities, thread_name_prefix="tpp-activity"
+        )
+        self._loop = asyncio.new_event_loop()
+        loop_thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        loop_thread.start()
+        last_renew = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                self._progress = False
+                next_due = self._round(inline=False)
+                if time.monotonic() - last_renew > self.lease / 3:
+                    self.store.renew(self.identity, lease=self.lease)
+                    last_renew = time.monotonic()
+                if not self._progress:
+                    self._wait(next_due)
+            while self._inflight:  # graceful: let running activities report
+                self._drain(timeout=0.1)
+                self._check_timeouts()
+        finally:
+            self._release_all()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop_thread.join(timeout=5)
+            self._loop.close()
+            self._pool = None
+            self._loop = None
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to stop (graceful, as on SIGTERM)."""
+        self._stopping.set()
+
+    def _wait(self, next_due: datetime | None) -> None:
+        timeout = self.poll_interval
+        if next_due is not None:
+            delta = (next_due - self.clock.now()).total_seconds()
+            timeout = max(0.0, min(timeout, delta))
+        self._drain(timeout=timeout if timeout > 0 else 0.001)
+
+    def _round(self, inline: bool) -> datetime | None:
+        """One pass: claim due runs and advance them, run activities, take outcomes."""
+        free = self.max_concurrent_activities - self._inflight
+        claims = self.store.claim(
+            self.identity,
+            now=self.clock.now(),
+            task_queues=(self.task_queue,),
+            limit=max(1, free),
+            lease=self.lease,
+        )
+        for ref in claims.runs:
+            self._owned.add(ref)
+            self._advance(ref)
+        self._dispatch(inline)
+        self._drain(timeout=0)
+        self._check_timeouts()
+        for ref in list(self._owned):
+            entry = self._cache.get(ref)
+            if entry is None or not any(a.started is not None for a in entry.activities.values()):
+                self._release(ref)
+        return claims.next_due
+
+    def _release(self, ref: RunRef, *, blocked: str | None = None) -> None:
+        self._owned.discard(ref)
+        not_before = None
+        if blocked is not None:
+            n = self._backoff.get(ref, 0)
+            self._backoff[ref] = n + 1
+            not_before = self.clock.now() + timedelta(seconds=min(60.0, 2.0**n))
+        else:
+            self._backoff.pop(ref, None)
+        self.store.release(self.identity, ref, not_before=not_before, blocked=blocked)
+
+    def _release_all(self) -> None:
+        for ref in list(self._owned):
+            self._release(ref)
+        for entry in self._cache.values():
+            entry.interp.close()
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ decisions
+
+    def _load(self, ref: RunRef) -> _Entry:
+        entry = self._cache.get(ref)
+        if entry is not None:
+            self._cache.move_to_end(ref)
+            events = self.store.read(ref.workflow_id, ref.run_id, after=entry.length)
+            if events:
+                entry.feed(events)
+            return entry
+        events = self.store.read(ref.workflow_id, ref.run_id)
+        started = events[0]
+        assert isinstance(started, WorkflowStarted)
+        fn = self._workflows.get(started.workflow_type)
+        if fn is None and self.auto_register:
+            for other in self._cache.values():
+                fn = other.interp.functions.get(started.workflow_type)
+                if fn is not None:
+                    self._workflows[started.workflow_type] = fn
+                    break
+        if fn is None:
+            raise _Blocked(
+                f"workflow type {started.workflow_type!r} is not registered with worker "
+                f"{self.identity} (it knows {sorted(self._workflows) or 'none'})"
+            )
+        interp = Interpreter(fn, codec=self.codec, check_args=self.check_args)
+        entry = _Entry(ref, started, interp)
+        entry.feed(events)
+        self._cache[ref] = entry
+        while len(self._cache) > self.cache_size:
+            _, old = self._cache.popitem(last=False)
+            if old.ref not in self._owned:
+                old.interp.close()
+            else:  # pragma: no cover - only with a cache smaller than the in-flight set
+                self._cache[old.ref] = old
+                break
+        return entry
+
+    def _evict(self, ref: RunRef) -> None:
+        entry = self._cache.pop(ref, None)
+        if entry is not None:
+            entry.interp.close()
+
+    def _advance(self, ref: RunRef, inputs: Sequence[Event] = ()) -> None:
+        """Bring a run up to date: feed ``inputs`` (an activity outcome), fire due timers,
+        decide, append; repeat while there is something to do."""
+        for _attempt in range(5):
+            try:
+                entry = self._load(ref)
+                self._decide_loop(entry, list(inputs))
+                return
+            except _Blocked as exc:
+                self._evict(ref)
+                if inputs:  # keep the outcome: it is a fact whatever the code says
+                    self.store.append(
+                        [AppendBatch(workflow_id=ref.workflow_id, run_id=ref.run_id, events=inputs)]
+                    )
+                self._release(ref, blocked=str(exc))
+                return
+            except ConflictError:
+                # someone else decided: replay what they wrote.  Our outcome (if any)
+                # is still a fact; a duplicate of it would be ignored by replay.
+                self._evict(ref)
+        self._release(ref)  # pragma: no cover - five conflicts in a row: let another try
+
+    def _decide_loop(self, entry: _Entry, inputs: list[Event]) -> None:
+        interp = entry.interp
+        while True:
+            now = self.clock.now()
+            for seq, fire_at in list(entry.timers.items()):
+                if fire_at <= now:
+                    inputs.append(TimerFired(time=now, seq=seq))
+            if interp.closing is not None:
+                if inputs:
+                    self._append(entry, inputs, None)
+                return
+            expected = entry.length
+            try:
+                if inputs:
+                    interp.feed(inputs)
+                decision = interp.decide(now, uuid.uuid4().hex)
+            except NonDeterminismError as exc:
+                raise _Blocked(str(exc)) from exc
+            if decision is None:
+                if inputs:  # outcomes nobody waits for: record them all the same
+                    self._evict(entry.ref)
+                    self._append(entry, inputs, None)
+                return
+            events = list(decision.events)
+            starts = self._starts(entry, events)
+            self._append(entry, [*inputs, *events], expected, starts=starts, fed=len(inputs))
+            inputs = []
+            if interp.closing is not None:
+                return
+
+    def _starts(self, entry: _Entry, events: list[Event]) -> list[WorkflowStarted]:
+        """Runs a decision starts: its children, or the next run of a continue-as-new."""
+        starts: list[WorkflowStarted] = []
+        s = entry.started
+        for i, ev in enumerate(events):
+            if isinstance(ev, ChildWorkflowStarted):
+                starts.append(
+                    WorkflowStarted(
+                        time=ev.time,
+                        workflow_type=ev.workflow_type,
+                        workflow_id=ev.workflow_id,
+                        run_id=uuid.uuid4().hex,
+                        input=ev.args,
+                        task_queue=ev.task_queue or s.task_queue,
+                        parent=Link(workflow_id=s.workflow_id, run_id=s.run_id, seq=ev.seq),
+                    )
+                )
+            elif isinstance(ev, WorkflowContinuedAsNew):
+                new_run = uuid.uuid4().hex
+                events[i] = msgspec.structs.replace(ev, new_run_id=new_run)
+                starts.append(
+                    WorkflowStarted(
+                        time=ev.time,
+                        workflow_type=s.workflow_type,
+                        workflow_id=s.workflow_id,
+                        run_id=new_run,
+                        input=ev.input,
+                        task_queue=s.task_queue,
+                        parent=s.parent,
+                        continued_from=Link(workflow_id=s.workflow_id, run_id=s.run_id),
+                    )
+                )
+        return starts
+
+    def _append(
+        self,
+        entry: _Entry,
+        events: list[Event],
+        expected: int | None,
+        *,
+        starts: Sequence[WorkflowStarted] = (),
+        fed: int | None = None,
+    ) -> None:
+        ref = entry.ref
+        (result,) = self.store.append(
+            [
+                AppendBatch(
+                    workflow_id=ref.workflow_id,
+                    run_id=ref.run_id,
+                    events=events,
+                    expected_length=expected,
+                    starts=starts,
+                )
+            ]
+        )
+        if result.error is not None:
+            if isinstance(result.error, ConflictError):
+                raise result.error
+            if isinstance(result.error, WorkflowError):
+                self._evict(ref)  # closed or gone under us: nothing more to do here
+                return
+            raise result.error  # pragma: no cover - stores raise only WorkflowErrors
+        self._progress = True
+        if fed is None:
+            return  # an evicted entry: the next load reads the store
+        if result.index == entry.length:
+            # the interpreter took the inputs already; it gets its own batch back
+            entry.interp.feed(events[fed:])
+            entry.note(events)
+        else:  # external events landed first: the next load reads them, then our batch
+            self._evict(ref)
+
+    # ------------------------------------------------------------------ activities
+
+    def _dispatch(self, inline: bool) -> None:
+        now = self.clock.now()
+        for ref in list(self._owned):
+            entry = self._cache.get(ref)
+            if entry is None:
+                continue
+            for act in list(entry.activities.values()):
+                if act.started is not None or (act.retry_at is not None and act.retry_at > now):
+                    continue
+                if self._inflight >= self.max_concurrent_activities:
+                    return
+                self._start_activity(entry, act, inline)
+
+    def _start_activity(self, entry: _Entry, act: _Activity, inline: bool) -> None:
+        ev = act.event
+        ref = entry.ref
+        definition = self._activities.get(ev.activity_type)
+        if definition is None and self.auto_register:
+            fn = entry.interp.functions.get(ev.activity_type)
+            if fn is not None:
+                definition = self._activities[ev.activity_type] = activity_definition(fn)
+        if definition is None:
+            self._release(
+                ref,
+                blocked=f"activity type {ev.activity_type!r} is not registered with worker "
+                f"{self.identity} (it knows {sorted(self._activities) or 'none'})",
+            )
+            self._evict(ref)
+            return
+        attempt = act.attempts + 1
+        try:
+            types, rest = definition.param_types()
+            args = self.codec.decode_args(ev.args, types, rest)
+        except TypeError as exc:
+            self._done.put((ref, ev.seq, self._outcome(act, attempt, error=exc, final=True)))
+            act.started = time.monotonic()
+            self._inflight += 1
+            return
+        stored = self.store.heartbeat(ref, ev.seq)
+        ctx = ActivityContext(
+            workflow_id=ref.workflow_id,
+            run_id=ref.run_id,
+            activity_type=ev.activity_type,
+            seq=ev.seq,
+            attempt=attempt,
+            heartbeat_details=None if stored is None else self.codec.decode(stored),
+            record_heartbeat=lambda details: self._heartbeat(ref, ev.seq, details),
+        )
+        act.context = ctx
+        act.started = time.monotonic()
+        self._inflight += 1
+        job = (ref, act, definition, args, ctx, attempt)
+        if inline:
+            self._execute(*job)
+        elif definition.is_async:
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self._execute_async(*job), self._loop)
+        else:
+            assert self._pool is not None
+            self._pool.submit(self._execute, *job)
+
+    def _heartbeat(self, ref: RunRef, seq: int, details: Any) -> None:
+        # a closed run takes no heartbeats: the activity's result will be ignored anyway
+        with contextlib.suppress(WorkflowError):
+            self.store.heartbeat(ref, seq, self.codec.encode(details))
+
+    def _execute(
+        self,
+        ref: RunRef,
+        act: _Activity,
+        definition: ActivityDefinition,
+        args: list[Any],
+        ctx: ActivityContext,
+        attempt: int,
+    ) -> None:
+        token = set_context(ctx)
+        try:
+            if definition.is_async:
+                value = asyncio.run(definition.fn(*args))
+            else:
+                value = definition.fn(*args)
+        except Exception as exc:
+            outcome = self._outcome(act, attempt, error=exc)
+        else:
+            outcome = self._outcome(act, attempt, value=value)
+        finally:
+            reset_context(token)
+        self._done.put((ref, act.event.seq, outcome))
+
+    async def _execute_async(
+        self,
+        ref: RunRef,
+        act: _Activity,
+        definition: ActivityDefinition,
+        args: list[Any],
+        ctx: ActivityContext,
+        attempt: int,
+    ) -> None:
+        token = set_context(ctx)
+        try:
+            timeout = act.event.start_to_close
+            coro = definition.fn(*args)
+            if timeout is not None:
+                value = await asyncio.wait_for(coro, timeout.total_seconds())
+            else:
+                value = await coro
+        except Exception as exc:
+            outcome = self._outcome(act, attempt, error=exc)
+        else:
+            outcome = self._outcome(act, attempt, value=value)
+        finally:
+            reset_context(token)
+        self._done.put((ref, act.event.seq, outcome))
+
+    def _outcome(
+        self,
+        act: _Activity,
+        attempt: int,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+        final: bool = False,
+    ) -> Event:
+        """The event an attempt ends with: completed, failed for good, or retry later."""
+        now = self.clock.now()
+        ev = act.event
+        if error is None:
+            try:
+                return ActivityCompleted(
+                    time=now, seq=ev.seq, result=self.codec.encode(value), attempt=attempt
+                )
+            except TypeError as exc:
+                error, final = exc, True
+        failure = failure_from(error)
+        if isinstance(error, TimeoutError) and not failure.message:
+            failure = msgspec.structs.replace(failure, message="activity timed out")
+        policy = ev.retry or _DEFAULT_RETRY
+        if not final and policy.retries(attempt, failure.type):
+            retry_at = now + policy.delay(attempt)
+            deadline = None if ev.schedule_to_close is None else ev.time + ev.schedule_to_close
+            if deadline is None or retry_at < deadline:
+                return ActivityAttemptFailed(
+                    time=now, seq=ev.seq, attempt=attempt, error=failure, retry_at=retry_at
+                )
+        return ActivityFailed(time=now, seq=ev.seq, error=failure, attempt=attempt)
+
+    def _drain(self, timeout: float) -> None:
+        """Record the outcomes of finished activities (waiting up to ``timeout`` for one)."""
+        block = timeout > 0
+        while True:
+            try:
+                ref, seq, outcome = self._done.get(block=block, timeout=timeout if block else None)
+            except queue.Empty:
+                return
+            block = False
+            self._inflight -= 1
+            entry = self._cache.get(ref)
+            act = entry.activities.get(seq) if entry is not None else None
+            if act is not None:
+                if act.context is not None and act.context.cancelled:
+                    continue  # timed out already: its outcome was recorded then
+                act.started = None
+                act.context = None
+            self._advance(ref, [outcome])
+
+    def _check_timeouts(self) -> None:
+        """Fail attempts past their start-to-close or heartbeat timeout."""
+        mono = time.monotonic()
+        for ref in list(self._owned):
+            entry = self._cache.get(ref)
+            if entry is None:
+                continue
+            for act in list(entry.activities.values()):
+                ctx = act.context
+                if act.started is None or ctx is None or ctx.cancelled:
+                    continue
+                ev = act.event
+                reason = None
+                elapsed = mono - act.started
+                if ev.start_to_close is not None and elapsed > ev.start_to_close.total_seconds():
+                    reason = f"start_to_close timeout ({ev.start_to_close}) exceeded"
+                elif (
+                    ev.heartbeat_timeout is not None
+                    and mono - ctx.last_heartbeat > ev.heartbeat_timeout.total_seconds()
+                ):
+                    reason = f"no heartbeat within heartbeat_timeout ({ev.heartbeat_timeout})"
+                if reason is None:
+                    continue
+                ctx.cancel()
+                act.started = None
+                act.context = None
+                self._inflight -= 1
+                outcome = self._outcome(act, ctx.attempt, error=TimeoutError(reason))
+                self._advance(ref, [outcome])
