@@ -149,7 +149,7 @@ class _Wait:
 
 
 class _Leaf(_Wait):
-    __slots__ = ("kind", "name", "rtype")
+    __slots__ = ("child_id", "kind", "name", "rtype")
 
     def __init__(
         self, seq: int, parent: _Group | None, slot: int, kind: str, name: str, rtype: Any
@@ -158,6 +158,7 @@ class _Leaf(_Wait):
         self.kind = kind
         self.name = name
         self.rtype = rtype
+        self.child_id = ""  # a child workflow's id, for ChildWorkflowError
 
 
 class _Group(_Wait):
@@ -264,7 +265,8 @@ class Interpreter:
         self._next_seq = 1
         self._leaves: dict[int, _Leaf] = {}
         self._signal_waiters: list[_Leaf] = []
-        self._signals: dict[str, deque[Payload]] = {}
+        self._signals: dict[str, deque[tuple[int, Payload]]] = {}  # buffered: (arrival, payload)
+        self._arrivals = 0
         self._current: _Wait | None = None
         self._resume: tuple[Any, BaseException | None] | None = None
         self._cancel_requested = False
@@ -273,6 +275,7 @@ class Interpreter:
         self._queries_dirty = False
         self._now: datetime = _EPOCH
         self._closing: Event | None = None
+        self._terminated: WorkflowTerminated | None = None  # fed, maybe not applied yet
         self._pending_own: str | None = None
         self._poisoned: BaseException | None = None
         # the decision being made (fresh) or checked (replay)
@@ -333,8 +336,12 @@ class Interpreter:
 
     @property
     def closing(self) -> Event | None:
-        """The event that closed the run (completed, failed, cancelled, ...), if closed."""
-        return self._closing
+        """The event that closed the run (completed, failed, cancelled, ...), if closed.
+
+        A ``WorkflowTerminated`` counts as soon as it is fed: it closes the run
+        even before a decision applies it.
+        """
+        return self._closing if self._closing is not None else self._terminated
 
     @property
     def queries(self) -> dict[str, Payload]:
@@ -376,6 +383,8 @@ class Interpreter:
                         self._inconsistent("the history does not begin with WorkflowStarted")
                     else:
                         inbox.append((index, ev))
+                        if cls is WorkflowTerminated and self._terminated is None:
+                            self._terminated = ev  # type: ignore[assignment]
             if self._batch_head is not None:
                 self._flush_batch()
         except BaseException as exc:
@@ -401,8 +410,8 @@ class Interpreter:
             self._out = []
             self._records = []
             self._run_decision(self._count)
-            if not self._out and not self._records:
-                return None
+            if (not self._out and not self._records) or type(self.closing) is WorkflowTerminated:
+                return None  # nothing to record, or the run was terminated: no decision after it
             head = WorkflowTaskCompleted(
                 time=now,
                 seen=self._count,
@@ -561,6 +570,10 @@ class Interpreter:
                     value, exc = None, err
                     continue
                 if value is _BLOCKED:
+                    # NB: buffered signals are delivered here, outside the handler, so
+                    # a codec failure is never mistaken for the command's own error.
+                    if self._signals and self._signal_waiters:
+                        self._deliver_buffered()
                     if self._resume is None:
                         return
                     value, exc = self._resume
@@ -571,9 +584,7 @@ class Interpreter:
             _guard.release(token)
 
     def _complete(self, value: Any) -> None:
-        if self._replaying:
-            self._finish(WorkflowCompleted)
-            return
+        # NB: encoded on replay too: a result that cannot be encoded failed the run.
         try:
             payload = self._codec.encode(value)
         except TypeError as exc:
@@ -586,12 +597,15 @@ class Interpreter:
         if self._replaying:
             rec = self._next_recorded()
             if type(rec) is not cls:
+                recorded: Any = rec
+                if rec is None and self._rec_cmd_pos < len(self._rec_cmds):
+                    recorded = self._rec_cmds[self._rec_cmd_pos]  # e.g. a WaitSignal
                 self._mismatch(
-                    0,
-                    rec,
+                    getattr(recorded, "seq", self._next_seq),
+                    recorded,
                     None,
                     f"the code ended the run with {cls.__name__} at {self._location()}, but "
-                    f"the history recorded {_describe(rec)}",
+                    f"the history recorded {_describe(recorded)}",
                 )
             self._rec_pos += 1
             self._closing = rec
@@ -599,13 +613,7 @@ class Interpreter:
             ev = cls(time=self._now, **fields)
             self._out.append(ev)
             self._closing = ev
-        self._abandon_all()
         self.close()
-
-    def _abandon_all(self) -> None:
-        if self._current is not None:
-            self._abandon(self._current)
-            self._current = None
 
     # ------------------------------------------------------------------ replay checks
 
@@ -649,6 +657,7 @@ class Interpreter:
     ) -> NoReturn:
         where = self._location()
         if detail is None:
+            recorded = self._recorded_at(seq, recorded)
             detail = (
                 f"the history recorded {_describe(recorded)} but the code yielded "
                 f"{_describe(yielded)} at {where}"
@@ -660,6 +669,20 @@ class Interpreter:
             f"something other than its history (time, randomness, I/O: use Now(), "
             f"SideEffect() or an activity)."
         )
+
+    def _recorded_at(self, seq: int, found: Any) -> Any:
+        """What this decision recorded at ``seq``, for the error message.
+
+        ``found`` is the next record of the kind the code yielded; when the code
+        yielded another kind (a timer where a signal wait was recorded), the
+        record that really holds ``seq`` is in the other list.
+        """
+        if getattr(found, "seq", None) == seq:
+            return found
+        for item in (*self._rec, *self._rec_cmds):
+            if type(item) is not TimerCancelled and getattr(item, "seq", None) == seq:
+                return item
+        return found
 
     def _expect(self, seq: int, cls: type[Event], yielded: Any) -> Any:
         rec = self._next_recorded()
@@ -688,22 +711,27 @@ class Interpreter:
         node = self._openers[type(cmd)](cmd, None, 0)
         if not node.done:
             self._current = node
-        if self._signals and self._signal_waiters:
-            self._deliver_buffered()
         return _BLOCKED
 
     def _open_activity(self, cmd: ScheduleActivity, parent: _Group | None, slot: int) -> _Wait:
-        seq = self._next_seq
-        self._next_seq = seq + 1
+        # NB: everything that can reject the command is checked before it takes a
+        # sequence number, and on replay too, so a rejected command (thrown into
+        # the workflow) shifts nothing and replays exactly as it ran.
         name = type_name(cmd.activity, "activity")
+        start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
+        schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
+        heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
         if self._replaying:
+            digest = self._codec.fingerprint_args(cmd.args)
+            seq = self._next_seq
+            self._next_seq = seq + 1
             rec = self._expect(seq, ActivityScheduled, cmd)
-            if rec.activity_type != name or (
-                self._check_args and rec.args_digest != self._codec.fingerprint_args(cmd.args)
-            ):
+            if rec.activity_type != name or (self._check_args and rec.args_digest != digest):
                 self._mismatch(seq, rec, cmd, self._arg_detail(rec.activity_type, name, rec, cmd))
         else:
             payload, digest = self._codec.encode_args(cmd.args)
+            seq = self._next_seq
+            self._next_seq = seq + 1
             self._out.append(
                 ActivityScheduled(
                     time=self._now,
@@ -713,9 +741,9 @@ class Interpreter:
                     args_digest=digest,
                     task_queue=cmd.task_queue or "",
                     retry=cmd.retry,
-                    start_to_close=_opt_td(cmd.start_to_close, "start_to_close"),
-                    schedule_to_close=_opt_td(cmd.schedule_to_close, "schedule_to_close"),
-                    heartbeat_timeout=_opt_td(cmd.heartbeat_timeout, "heartbeat_timeout"),
+                    start_to_close=start_to_close,
+                    schedule_to_close=schedule_to_close,
+                    heartbeat_timeout=heartbeat_timeout,
                 )
             )
         leaf = _Leaf(seq, parent, slot, _ACTIVITY, name, result_type_of(cmd.activity))
@@ -734,33 +762,38 @@ class Interpreter:
         )
 
     def _open_child(self, cmd: StartChildWorkflow, parent: _Group | None, slot: int) -> _Wait:
-        seq = self._next_seq
-        self._next_seq = seq + 1
+        # NB: checked before taking a sequence number, on replay too (see _open_activity).
         name = type_name(cmd.workflow, "child workflow")
+        if cmd.id is not None and not isinstance(cmd.id, str):
+            raise TypeError(f"a child workflow id must be a string, got {cmd.id!r}")
         if self._replaying:
+            digest = self._codec.fingerprint_args(cmd.args)
+            seq = self._next_seq
+            self._next_seq = seq + 1
             rec = self._expect(seq, ChildWorkflowStarted, cmd)
-            if rec.workflow_type != name or (
-                self._check_args and rec.args_digest != self._codec.fingerprint_args(cmd.args)
-            ):
+            if rec.workflow_type != name or (self._check_args and rec.args_digest != digest):
                 self._mismatch(seq, rec, cmd, self._arg_detail(rec.workflow_type, name, rec, cmd))
+            child_id = rec.workflow_id
         else:
             started = self._started
             assert started is not None
-            if cmd.id is not None and not isinstance(cmd.id, str):
-                raise TypeError(f"a child workflow id must be a string, got {cmd.id!r}")
             payload, digest = self._codec.encode_args(cmd.args)
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            child_id = cmd.id or f"{started.workflow_id}/{started.run_id}/{seq}"
             self._out.append(
                 ChildWorkflowStarted(
                     time=self._now,
                     seq=seq,
                     workflow_type=name,
-                    workflow_id=cmd.id or f"{started.workflow_id}/{started.run_id}/{seq}",
+                    workflow_id=child_id,
                     args=payload,
                     args_digest=digest,
                     task_queue=cmd.task_queue or "",
                 )
             )
         leaf = _Leaf(seq, parent, slot, _CHILD, name, result_type_of(cmd.workflow))
+        leaf.child_id = child_id
         self._leaves[seq] = leaf
         return leaf
 
@@ -816,16 +849,29 @@ class Interpreter:
         self._next_seq = seq + 1
         self._record(seq, mode, "", len(members), cmd)
         group = _Group(seq, parent, slot, mode, len(members))
-        for i, member in enumerate(members):
-            opener = self._openers.get(type(member))
-            if opener is None:
-                raise TypeError(
-                    f"All/Any members must be ScheduleActivity, StartChildWorkflow, Timer, "
-                    f"WaitSignal, All or Any, not {member!r}"
-                )
-            group.children.append(opener(member, group, i))
+        try:
+            for i, member in enumerate(members):
+                opener = self._openers.get(type(member))
+                if opener is None:
+                    raise TypeError(
+                        f"All/Any members must be ScheduleActivity, StartChildWorkflow, Timer, "
+                        f"WaitSignal, All or Any, not {member!r}"
+                    )
+                group.children.append(opener(member, group, i))
+        except NonDeterminismError:
+            raise
+        except Exception:
+            # NB: a bad member fails the whole group (thrown into the workflow); the
+            # members opened before it are abandoned so their results never resume it.
+            group.done = True
+            self._abandon_children(group)
+            raise
         if not members:  # All() is done at once
             self._resolve(group, [], None)
+        elif group.done:
+            # NB: an empty All() member resolved this Any while it was being opened;
+            # the members opened after it lost.
+            self._abandon_children(group)
         return group
 
     def _cmd_side_effect(self, cmd: SideEffect) -> Any:
@@ -881,11 +927,10 @@ class Interpreter:
         return None
 
     def _cmd_continue_as_new(self, cmd: ContinueAsNew) -> Any:
-        if self._replaying:
-            self._finish(WorkflowContinuedAsNew)
-        else:
-            payload, _ = self._codec.encode_args(cmd.args)
-            self._finish(WorkflowContinuedAsNew, input=payload)
+        # NB: encoded on replay too, so arguments that cannot be encoded are
+        # thrown into the workflow on replay exactly as they were the first time.
+        payload, _ = self._codec.encode_args(cmd.args)
+        self._finish(WorkflowContinuedAsNew, input=payload)
         return None
 
     # ------------------------------------------------------------------ resolution
@@ -920,8 +965,7 @@ class Interpreter:
             return
         node.done = True
         if isinstance(node, _Group):
-            for child in node.children:
-                self._abandon(child)
+            self._abandon_children(node)
             return
         assert isinstance(node, _Leaf)
         if node.kind == _SIGNAL:
@@ -934,15 +978,32 @@ class Interpreter:
             else:
                 self._out.append(TimerCancelled(time=self._now, seq=node.seq))
 
+    def _abandon_children(self, group: _Group) -> None:
+        for child in group.children:
+            self._abandon(child)
+
     def _deliver_buffered(self) -> None:
-        for leaf in list(self._signal_waiters):
-            if leaf.done:
-                continue
-            queue = self._signals.get(leaf.name)
-            if queue:
-                payload = queue.popleft()
-                self._signal_waiters.remove(leaf)
-                self._resolve(leaf, self._codec.decode(payload, leaf.rtype), None)
+        # NB: of the buffered signals that waiters want, the one that arrived first
+        # is delivered first, so an Any of two signal waits takes the earlier signal.
+        while True:
+            best: _Leaf | None = None
+            first = 0
+            for leaf in self._signal_waiters:
+                queue = self._signals.get(leaf.name)
+                if queue and (best is None or queue[0][0] < first):
+                    best, first = leaf, queue[0][0]
+            if best is None:
+                return
+            self._deliver(best, self._signals[best.name].popleft()[1])
+
+    def _deliver(self, leaf: _Leaf, payload: Payload) -> None:
+        self._signal_waiters.remove(leaf)
+        try:
+            value = self._codec.decode(payload, leaf.rtype)
+        except TypeError as exc:  # as for results: thrown in at the WaitSignal
+            self._resolve(leaf, None, exc)
+        else:
+            self._resolve(leaf, value, None)
 
     def _leaf(self, seq: int, kind: str, event: Event) -> _Leaf | None:
         leaf = self._leaves.get(seq)
@@ -1000,25 +1061,26 @@ class Interpreter:
     def _in_child_failed(self, ev: ChildWorkflowFailed) -> None:
         leaf = self._leaf(ev.seq, _CHILD, ev)
         if leaf is not None:
-            err = ChildWorkflowError(leaf.name, ev.run_id, ev.error.type, ev.error.message)
+            err = ChildWorkflowError(leaf.name, leaf.child_id, ev.error.type, ev.error.message)
             err.__cause__ = _remote(ev.error)
             self._resolve(leaf, None, err)
 
     def _in_signal(self, ev: SignalReceived) -> None:
         for leaf in self._signal_waiters:
             if leaf.name == ev.name:
-                self._signal_waiters.remove(leaf)
-                self._resolve(leaf, self._codec.decode(ev.payload, leaf.rtype), None)
+                self._deliver(leaf, ev.payload)
                 return
-        self._signals.setdefault(ev.name, deque()).append(ev.payload)
+        self._arrivals += 1
+        self._signals.setdefault(ev.name, deque()).append((self._arrivals, ev.payload))
 
     def _in_cancel(self, ev: CancelRequested) -> None:
         if self._cancel_requested:
             return
         self._cancel_requested = True
-        if self._current is not None:
-            self._abandon(self._current)
-            self._current = None
+        current = self._current
+        assert current is not None  # an open run always waits when an input is applied
+        self._abandon(current)
+        self._current = None
         self._resume = (None, CancelledError(ev.reason or "cancellation requested"))
 
     def _in_terminated(self, ev: WorkflowTerminated) -> None:
