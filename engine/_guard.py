@@ -54,6 +54,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         path, mode = args[0], args[1]
         if isinstance(path, str) and path.endswith(_IMPORT_SUFFIXES) and mode in (None, "r", "rb"):
             return  # the import system reading code
+        if isinstance(path, str) and mode is None and _is_bytecode_tmp(path):
+            return  # the import system caching bytecode (``<name>.pyc.<id>``, then renamed)
         if isinstance(path, int):
             return  # wrapping an existing file descriptor
     raise WorkflowSandboxError(
@@ -61,6 +63,11 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         f"workflow code must be deterministic: do I/O in an activity (ScheduleActivity), "
         f"and use Now() or SideEffect() for time and randomness"
     )
+
+
+def _is_bytecode_tmp(path: str) -> bool:
+    head, _, tail = path.rpartition(".")
+    return head.endswith(".pyc") and tail.isdigit()
 
 
 def install() -> None:
