@@ -63,14 +63,23 @@ _DEFAULT_RETRY = RetryPolicy()
 class _Activity:
     """A scheduled activity without an outcome yet."""
 
-    __slots__ = ("attempts", "context", "event", "retry_at", "started")
+    __slots__ = ("attempts", "event", "retry_at")
 
     def __init__(self, event: ActivityScheduled) -> None:
         self.event = event
         self.attempts = 0  # failed attempts so far
         self.retry_at: datetime | None = None
-        self.started: float | None = None  # monotonic start of the running attempt
-        self.context: ActivityContext | None = None
+
+
+class _Attempt:
+    """An attempt running now (in a thread, on the event loop, or inline)."""
+
+    __slots__ = ("context", "event", "started")
+
+    def __init__(self, event: ActivityScheduled, context: ActivityContext) -> None:
+        self.event = event
+        self.context = context
+        self.started = time.monotonic()
 
 
 class _Entry:
@@ -113,9 +122,6 @@ class _Entry:
                     pass
         if self.interp.closing is not None:
             self.timers.clear()
-            for act in self.activities.values():
-                if act.context is not None:
-                    act.context.cancel()
             self.activities.clear()
 
 
@@ -181,9 +187,8 @@ class Worker:
             self._activities[d.name] = d
         self._cache: OrderedDict[RunRef, _Entry] = OrderedDict()
         self._owned: set[RunRef] = set()
-        self._inflight = 0
-        self._jobs: list[tuple[_Entry, _Activity]] = []
-        self._done: queue.SimpleQueue[tuple[RunRef, int, Event]] = queue.SimpleQueue()
+        self._running: dict[tuple[RunRef, int], _Attempt] = {}
+        self._done: queue.SimpleQueue[tuple[RunRef, _Attempt, Event]] = queue.SimpleQueue()
         self._backoff: dict[RunRef, int] = {}
         self._stopping = threading.Event()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -240,7 +245,7 @@ class Worker:
                     last_renew = time.monotonic()
                 if not self._progress:
                     self._wait(next_due)
-            while self._inflight:  # graceful: let running activities report
+            while self._running:  # graceful: let running activities report
                 self._drain(timeout=0.1)
                 self._check_timeouts()
         finally:
@@ -267,7 +272,7 @@ class Worker:
 
     def _round(self, inline: bool) -> datetime | None:
         """One pass: claim due runs and advance them, run activities, take outcomes."""
-        free = self.max_concurrent_activities - self._inflight
+        free = self.max_concurrent_activities - len(self._running)
         claims = self.store.claim(
             self.identity,
             now=self.clock.now(),
@@ -278,12 +283,15 @@ class Worker:
         for ref in claims.runs:
             self._owned.add(ref)
             self._advance(ref)
-        self._dispatch(inline)
-        self._drain(timeout=0)
-        self._check_timeouts()
+        while True:  # inline: run activities and record outcomes until none is left
+            self._dispatch(inline)
+            recorded = self._drain(timeout=0)
+            self._check_timeouts()
+            if not inline or not recorded:
+                break
+        busy = {ref for ref, _ in self._running}
         for ref in list(self._owned):
-            entry = self._cache.get(ref)
-            if entry is None or not any(a.started is not None for a in entry.activities.values()):
+            if ref not in busy:
                 self._release(ref)
         return claims.next_due
 
@@ -353,7 +361,10 @@ class Worker:
         decide, append; repeat while there is something to do."""
         for _attempt in range(5):
             try:
-                entry = self._load(ref)
+                try:
+                    entry = self._load(ref)
+                except NonDeterminismError as exc:
+                    raise _Blocked(str(exc)) from exc
                 self._decide_loop(entry, list(inputs))
                 return
             except _Blocked as exc:
@@ -480,10 +491,10 @@ class Worker:
             entry = self._cache.get(ref)
             if entry is None:
                 continue
-            for act in list(entry.activities.values()):
-                if act.started is not None or (act.retry_at is not None and act.retry_at > now):
+            for seq, act in list(entry.activities.items()):
+                if (ref, seq) in self._running or (act.retry_at is not None and act.retry_at > now):
                     continue
-                if self._inflight >= self.max_concurrent_activities:
+                if len(self._running) >= self.max_concurrent_activities:
                     return
                 self._start_activity(entry, act, inline)
 
@@ -504,14 +515,6 @@ class Worker:
             self._evict(ref)
             return
         attempt = act.attempts + 1
-        try:
-            types, rest = definition.param_types()
-            args = self.codec.decode_args(ev.args, types, rest)
-        except TypeError as exc:
-            self._done.put((ref, ev.seq, self._outcome(act, attempt, error=exc, final=True)))
-            act.started = time.monotonic()
-            self._inflight += 1
-            return
         stored = self.store.heartbeat(ref, ev.seq)
         ctx = ActivityContext(
             workflow_id=ref.workflow_id,
@@ -522,10 +525,14 @@ class Worker:
             heartbeat_details=None if stored is None else self.codec.decode(stored),
             record_heartbeat=lambda details: self._heartbeat(ref, ev.seq, details),
         )
-        act.context = ctx
-        act.started = time.monotonic()
-        self._inflight += 1
-        job = (ref, act, definition, args, ctx, attempt)
+        running = self._running[(ref, ev.seq)] = _Attempt(ev, ctx)
+        try:
+            types, rest = definition.param_types()
+            args = self.codec.decode_args(ev.args, types, rest)
+        except TypeError as exc:  # arguments that do not fit the signature: no retry helps
+            self._done.put((ref, running, self._outcome(act, attempt, error=exc, final=True)))
+            return
+        job = (ref, act, running, definition, args, attempt)
         if inline:
             self._execute(*job)
         elif definition.is_async:
@@ -544,12 +551,12 @@ class Worker:
         self,
         ref: RunRef,
         act: _Activity,
+        running: _Attempt,
         definition: ActivityDefinition,
         args: list[Any],
-        ctx: ActivityContext,
         attempt: int,
     ) -> None:
-        token = set_context(ctx)
+        token = set_context(running.context)
         try:
             if definition.is_async:
                 value = asyncio.run(definition.fn(*args))
@@ -558,21 +565,28 @@ class Worker:
         except Exception as exc:
             outcome = self._outcome(act, attempt, error=exc)
         else:
-            outcome = self._outcome(act, attempt, value=value)
+            limit = act.event.start_to_close
+            elapsed = time.monotonic() - running.started
+            if limit is not None and elapsed > limit.total_seconds():
+                # NB: a result that comes too late is a timeout, as the caller stopped waiting
+                reason = f"start_to_close timeout ({limit}) exceeded"
+                outcome = self._outcome(act, attempt, error=TimeoutError(reason))
+            else:
+                outcome = self._outcome(act, attempt, value=value)
         finally:
             reset_context(token)
-        self._done.put((ref, act.event.seq, outcome))
+        self._done.put((ref, running, outcome))
 
     async def _execute_async(
         self,
         ref: RunRef,
         act: _Activity,
+        running: _Attempt,
         definition: ActivityDefinition,
         args: list[Any],
-        ctx: ActivityContext,
         attempt: int,
     ) -> None:
-        token = set_context(ctx)
+        token = set_context(running.context)
         try:
             timeout = act.event.start_to_close
             coro = definition.fn(*args)
@@ -586,7 +600,7 @@ class Worker:
             outcome = self._outcome(act, attempt, value=value)
         finally:
             reset_context(token)
-        self._done.put((ref, act.event.seq, outcome))
+        self._done.put((ref, running, outcome))
 
     def _outcome(
         self,
@@ -620,51 +634,47 @@ class Worker:
                 )
         return ActivityFailed(time=now, seq=ev.seq, error=failure, attempt=attempt)
 
-    def _drain(self, timeout: float) -> None:
+    def _drain(self, timeout: float) -> int:
         """Record the outcomes of finished activities (waiting up to ``timeout`` for one)."""
         block = timeout > 0
+        recorded = 0
         while True:
             try:
-                ref, seq, outcome = self._done.get(block=block, timeout=timeout if block else None)
+                ref, running, outcome = self._done.get(
+                    block=block, timeout=timeout if block else None
+                )
             except queue.Empty:
-                return
+                return recorded
             block = False
-            self._inflight -= 1
-            entry = self._cache.get(ref)
-            act = entry.activities.get(seq) if entry is not None else None
-            if act is not None:
-                if act.context is not None and act.context.cancelled:
-                    continue  # timed out already: its outcome was recorded then
-                act.started = None
-                act.context = None
+            key = (ref, running.event.seq)
+            if self._running.get(key) is not running:
+                continue  # timed out already: its outcome was recorded then
+            del self._running[key]
+            recorded += 1
             self._advance(ref, [outcome])
 
     def _check_timeouts(self) -> None:
         """Fail attempts past their start-to-close or heartbeat timeout."""
         mono = time.monotonic()
-        for ref in list(self._owned):
-            entry = self._cache.get(ref)
-            if entry is None:
+        for key, running in list(self._running.items()):
+            ev, ctx = running.event, running.context
+            elapsed = mono - running.started
+            if ev.start_to_close is not None and elapsed > ev.start_to_close.total_seconds():
+                reason = f"start_to_close timeout ({ev.start_to_close}) exceeded"
+            elif (
+                ev.heartbeat_timeout is not None
+                and mono - ctx.last_heartbeat > ev.heartbeat_timeout.total_seconds()
+            ):
+                reason = f"no heartbeat within heartbeat_timeout ({ev.heartbeat_timeout})"
+            else:
                 continue
-            for act in list(entry.activities.values()):
-                ctx = act.context
-                if act.started is None or ctx is None or ctx.cancelled:
-                    continue
-                ev = act.event
-                reason = None
-                elapsed = mono - act.started
-                if ev.start_to_close is not None and elapsed > ev.start_to_close.total_seconds():
-                    reason = f"start_to_close timeout ({ev.start_to_close}) exceeded"
-                elif (
-                    ev.heartbeat_timeout is not None
-                    and mono - ctx.last_heartbeat > ev.heartbeat_timeout.total_seconds()
-                ):
-                    reason = f"no heartbeat within heartbeat_timeout ({ev.heartbeat_timeout})"
-                if reason is None:
-                    continue
-                ctx.cancel()
-                act.started = None
-                act.context = None
-                self._inflight -= 1
-                outcome = self._outcome(act, ctx.attempt, error=TimeoutError(reason))
-                self._advance(ref, [outcome])
+            ctx.cancel()
+            del self._running[key]
+            ref = key[0]
+            entry = self._cache.get(ref)
+            act = entry.activities.get(ev.seq) if entry is not None else None
+            if act is None:
+                act = _Activity(ev)
+                act.attempts = ctx.attempt - 1
+            outcome = self._outcome(act, ctx.attempt, error=TimeoutError(reason))
+            self._advance(ref, [outcome])
