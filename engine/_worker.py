@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import queue
 import signal
@@ -194,6 +195,11 @@ class Worker:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._progress = False
+        self._batch_ids = itertools.count()
+
+    def _batch_id(self) -> str:
+        """A unique batch id: this worker's identity and a counter (no uuid per decision)."""
+        return f"{self.identity}#{next(self._batch_ids)}"
 
     # ------------------------------------------------------------------ running
 
@@ -396,7 +402,7 @@ class Worker:
             try:
                 if inputs:
                     interp.feed(inputs)
-                decision = interp.decide(now, uuid.uuid4().hex)
+                decision = interp.decide(now, self._batch_id())
             except NonDeterminismError as exc:
                 raise _Blocked(str(exc)) from exc
             if decision is None:
@@ -408,8 +414,8 @@ class Worker:
             starts = self._starts(entry, events)
             self._append(entry, [*inputs, *events], expected, starts=starts, fed=len(inputs))
             inputs = []
-            if interp.closing is not None:
-                return
+            if interp.closing is not None or not any(t <= now for t in entry.timers.values()):
+                return  # nothing new can have arrived: another decide() would find nothing
 
     def _starts(self, entry: _Entry, events: list[Event]) -> list[WorkflowStarted]:
         """Runs a decision starts: its children, or the next run of a continue-as-new."""
