@@ -526,3 +526,93 @@ def test_history_decisions_record_what_they_saw() -> None:
         if isinstance(ev, WorkflowTaskCompleted):
             assert ev.seen <= i
     assert sum(isinstance(e, ActivityCompleted) for e in history) == 2
+
+
+@activity
+def silent(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished without heartbeats"
+
+
+@workflow
+def watched() -> Gen:
+    try:
+        return (
+            yield ScheduleActivity(
+                silent, 0.3, heartbeat_timeout=0.05, retry=RetryPolicy(maximum_attempts=1)
+            )
+        )
+    except ActivityError as err:
+        return err.message
+
+
+def test_heartbeat_timeout_fails_a_silent_attempt() -> None:
+    store, client, _, _ = setup()
+    worker = Worker(store, workflows=[watched], activities=[silent], poll_interval=0.01)
+    wid = client.start(watched)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert "heartbeat_timeout" in client.result(wid, timeout=10)
+    finally:
+        worker.stop()
+        thread.join(10)
+
+
+@workflow
+def bounded() -> Gen:
+    try:
+        yield ScheduleActivity(flaky, "bounded", 99, schedule_to_close=timedelta(seconds=25))
+    except ActivityError as err:
+        return err.attempt
+
+
+def test_schedule_to_close_bounds_all_retries() -> None:
+    _, client, worker, _ = setup(bounded, activities=[flaky])
+    wid = client.start(bounded)
+    worker.run_until_idle(skip_time=True)
+    # retries after 1, 2, 4, 8 s fit in 25 s; the next (16 s later) would not
+    assert client.result(wid) == 5
+
+
+GRACEFUL = r"""
+import sys, threading, time
+from engine import Client, Worker, workflow, activity, ScheduleActivity
+from stores import MemoryStore
+
+@activity
+def long_job(n: int) -> str:
+    print("activity started", flush=True)
+    time.sleep(0.5)
+    return f"job {n} done"
+
+@workflow
+def job(n: int):
+    return (yield ScheduleActivity(long_job, n))
+
+store = MemoryStore()
+client = Client(store)
+wid = client.start(job, 7)
+Worker(store, workflows=[job], activities=[long_job], poll_interval=0.01).run()
+events = [type(e).__name__ for e in client.history(wid)]
+print("after run:", events, client.describe(wid).status.value, flush=True)
+"""
+
+
+def test_sigterm_is_graceful(tmp_path: Any) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "graceful.py"
+    script.write_text(GRACEFUL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "activity started"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    # the running activity finished and its outcome was recorded before the worker let go
+    assert "ActivityCompleted" in out and "COMPLETED" in out
