@@ -703,7 +703,8 @@ class Interpreter:
             ):
                 self._mismatch(seq, rec, yielded)
         else:
-            self._records.append(CommandRecord(seq, kind, name, detail))
+            # NB: a float, as the field is typed, so a decoded history re-encodes to the same bytes
+            self._records.append(CommandRecord(seq, kind, name, float(detail)))
 
     # ------------------------------------------------------------------ commands
 
