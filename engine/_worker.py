@@ -133,6 +133,13 @@ class _Blocked(Exception):
 class Worker:
     """Runs workflows and activities from ``store``.
 
+    Everything with an effect is injected, so a simulation can drive the real
+    worker: the ``store``, the ``clock`` (workflow time: timers, retries,
+    ``Now()``), the ``executor`` that runs ``def`` activities in ``run()``, and
+    ``run_until_idle()``, which does all due work in the calling thread.
+    ``auto_register=True`` (what ``engine.run`` uses) also runs activities and
+    child workflows that the workflow code yields as functions.
+
     >>> from engine import Worker, Client, workflow, activity, ScheduleActivity
     >>> from stores import MemoryStore
     >>> @activity
@@ -166,6 +173,7 @@ class Worker:
         poll_interval: float = 1.0,
         check_args: bool = True,
         auto_register: bool = False,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.store = store
         self.cas = cas
@@ -192,7 +200,8 @@ class Worker:
         self._done: queue.SimpleQueue[tuple[RunRef, _Attempt, Event]] = queue.SimpleQueue()
         self._backoff: dict[RunRef, int] = {}
         self._stopping = threading.Event()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor = executor
+        self._pool: concurrent.futures.Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._progress = False
         self._batch_ids = itertools.count()
@@ -235,7 +244,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: self._stopping.set())
-        self._pool = concurrent.futures.ThreadPoolExecutor(
+        self._pool = self._executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=self.max_concurrent_activities, thread_name_prefix="tpp-activity"
         )
         self._loop = asyncio.new_event_loop()
@@ -256,7 +265,8 @@ class Worker:
                 self._check_timeouts()
         finally:
             self._release_all()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._executor is None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             loop_thread.join(timeout=5)
             self._loop.close()
