@@ -52,10 +52,13 @@ class _Definition:
     def result_type(self) -> Any:
         if self._result_type is None:
             tp = self._hints().get("return", Any)
-            origin = typing.get_origin(tp)
-            if origin is not None and origin in (Generator, typing.Generator):
+            if typing.get_origin(tp) is Generator:
                 args = typing.get_args(tp)
                 tp = args[2] if len(args) == 3 else Any
+            elif inspect.isgeneratorfunction(self.fn):
+                # the annotation describes the generator (a bare Generator, an
+                # Iterator[...]); only Generator[Y, S, R] names the result type
+                tp = Any
             self._result_type = Any if tp is None or tp is type(None) else tp
         return self._result_type
 

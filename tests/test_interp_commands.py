@@ -738,3 +738,25 @@ def test_child_results_decoded_abandoned_and_mistyped() -> None:
     h.child_completed(5, "not a quote").decide()
     assert h.result() == [[2, None], "TypeError"]
     h.assert_replays()
+
+
+def test_a_child_annotated_as_an_iterator_still_returns_its_result() -> None:
+    from collections.abc import Iterator
+
+    @workflow
+    def kid() -> Iterator[Any]:
+        yield Timer(1)
+
+    @workflow
+    def bare_kid() -> Generator:  # type: ignore[type-arg]
+        yield Timer(1)
+
+    @workflow
+    def wf() -> Generator[Any, Any, Any]:
+        a = yield StartChildWorkflow(kid)
+        b = yield StartChildWorkflow(bare_kid)
+        return [a, b]
+
+    h = History(wf).decide().child_completed(1, {"a": 1}).decide()
+    h.child_completed(2, [2]).decide()
+    assert h.result() == [{"a": 1}, [2]]
