@@ -1,0 +1,167 @@
+"""What every benchmark part shares: options, timing, machine info, tables, JSON results."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every part takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a second")
+    p.add_argument("--repeat", type=int, default=7, help="repetitions per measurement (at least 5)")
+    p.add_argument(
+        "--results-dir",
+        type=pathlib.Path,
+        default=pathlib.Path(os.environ.get("TPP_BENCH_RESULTS", RESULTS_DIR)),
+        help="where the JSON results go (default benchmarks/results, or $TPP_BENCH_RESULTS)",
+    )
+    return p
+
+
+def measure(run: Callable[[], Any], repeat: int) -> list[float]:
+    """Seconds taken by ``run()``, ``repeat`` times, after one untimed warm-up run."""
+    run()
+    samples = []
+    for _ in range(repeat):
+        gc.collect()  # start each repetition from the same heap; GC stays on, as in use
+        t0 = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def measure_with_setup(
+    setup: Callable[[], Any], run: Callable[[Any], Any], repeat: int
+) -> list[float]:
+    """Seconds taken by ``run(setup())``, timing only ``run``, ``repeat`` times."""
+    samples = []
+    for _ in range(repeat):
+        state = setup()
+        gc.collect()
+        t0 = time.perf_counter()
+        run(state)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def summary(name: str, unit: str, values: Sequence[float], **extra: Any) -> dict[str, Any]:
+    """One result row: median, min and max of the per-repetition values."""
+    return {
+        "name": name,
+        "unit": unit,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "repetitions": len(values),
+        "samples": list(values),
+        **extra,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import msgspec
+
+    import engine
+
+    return {"temporalpp": engine.__version__, "msgspec": msgspec.__version__, "git": _git_commit()}
+
+
+def fmt(value: float) -> str:
+    """A number for a table: thousands separators, three significant figures below 100."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table (first column left-aligned, the others right-aligned)."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(headers), rule, *[line(r) for r in rows]])
+
+
+def write_results(
+    part: str, parameters: dict[str, Any], results: list[dict[str, Any]], directory: pathlib.Path
+) -> pathlib.Path:
+    """Write ``<part>-<UTC timestamp>.json`` (and ``<part>-latest.json``) under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    doc = {
+        "benchmark": part,
+        "timestamp": now.isoformat(),
+        "machine": machine(),
+        "versions": versions(),
+        "parameters": parameters,
+        "results": results,
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"{part}-{stamp}.json"
+    n = 1
+    while path.exists():  # two runs in one second keep both results
+        n += 1
+        path = directory / f"{part}-{stamp}-{n}.json"
+    path.write_text(text)
+    (directory / f"{part}-latest.json").write_text(text)
+    return path

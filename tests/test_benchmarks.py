@@ -1,0 +1,74 @@
+"""The benchmarks run (in their quick form) and write the JSON they promise; no timings checked."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+
+
+def check_replay_results(path: pathlib.Path) -> None:
+    doc = json.loads(path.read_text())
+    assert doc["benchmark"] == "replay"
+    assert {"timestamp", "machine", "versions", "parameters", "results"} <= doc.keys()
+    assert {"python", "cpu", "cpu_count", "platform"} <= doc["machine"].keys()
+    assert {"temporalpp", "msgspec"} <= doc["versions"].keys()
+    assert doc["parameters"]["quick"] is True
+    assert doc["parameters"]["repeat"] >= 5
+    names = [r["name"] for r in doc["results"]]
+    for expected in (
+        "replay from scratch (decoded events)",
+        "decode JSON + replay",
+        "decode msgpack + replay",
+        "reference: bare generator resume, new command each",
+        "reference: msgspec decode only, JSON",
+    ):
+        assert expected in names
+    lengths = doc["parameters"]["incremental_lengths"]
+    assert len([n for n in names if n.startswith("incremental")]) == len(lengths) >= 2
+    for r in doc["results"]:
+        assert {"name", "unit", "median", "min", "max", "repetitions", "samples"} <= r.keys()
+        assert r["min"] <= r["median"] <= r["max"]
+        assert r["repetitions"] == len(r["samples"]) >= 5
+        assert r["unit"] in {"events/s", "us/event", "resumes/s"}
+
+
+def test_replay_quick(tmp_path: pathlib.Path) -> None:
+    out = run("benchmarks.replay", "--quick", "--results-dir", str(tmp_path))
+    assert "replay from scratch" in out.stdout
+    files = sorted(tmp_path.glob("replay-2*.json"))
+    assert len(files) == 1
+    check_replay_results(files[0])
+    check_replay_results(tmp_path / "replay-latest.json")
+
+
+def test_all_parts_quick(tmp_path: pathlib.Path) -> None:
+    out = run("benchmarks", "--quick", "--results-dir", str(tmp_path))
+    assert "== replay ==" in out.stdout
+    check_replay_results(tmp_path / "replay-latest.json")
+
+
+def test_unknown_part_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "nonsense"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "nonsense" in proc.stderr
