@@ -45,11 +45,12 @@ class Batch:
 class SearchIndex:
     """An in-process stand-in for a search service that is down now and then."""
 
-    def __init__(self, failures: dict[int, int] | None = None) -> None:
+    def __init__(self, failures: dict[int, int] | None = None, fail_after: int = 1) -> None:
         self.docs: dict[str, Document] = {}
         self.calls: Counter[int] = Counter()  # attempts per batch number
         self.resumed_at: dict[int, list[int]] = {}  # chunk each attempt started at
         self.failures = dict(failures or {})  # batch number -> attempts that fail
+        self.fail_after = fail_after  # chunks a failing attempt gets in before it drops
         self._lock = threading.Lock()
 
     @activity
@@ -61,7 +62,7 @@ class SearchIndex:
             self.resumed_at.setdefault(batch.number, []).append(start)
         for chunk in range(start, -(-len(batch.docs) // CHUNK)):
             with self._lock:
-                if chunk > start and self.failures.get(batch.number, 0) > 0:
+                if chunk >= start + self.fail_after and self.failures.get(batch.number, 0):
                     self.failures[batch.number] -= 1
                     raise ConnectionError(f"503 from the search service (batch {batch.number})")
                 for doc in batch.docs[chunk * CHUNK : (chunk + 1) * CHUNK]:
