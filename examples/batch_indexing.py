@@ -17,6 +17,7 @@ bound method ``index_batch``, the activity.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Generator
@@ -60,7 +61,7 @@ class SearchIndex:
         with self._lock:
             self.calls[batch.number] += 1
             self.resumed_at.setdefault(batch.number, []).append(start)
-        for chunk in range(start, -(-len(batch.docs) // CHUNK)):
+        for chunk in range(start, math.ceil(len(batch.docs) / CHUNK)):
             with self._lock:
                 if chunk >= start + self.fail_after and self.failures.get(batch.number, 0):
                     self.failures[batch.number] -= 1
