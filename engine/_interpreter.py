@@ -405,13 +405,17 @@ class Interpreter:
             raise ValueError("the history must begin with WorkflowStarted")
         if self._closing is not None:
             return None
+        if self._terminated is not None:
+            # NB: no decision after a termination, and no workflow code runs past it
+            self._in_terminated(self._terminated)
+            return None
         try:
             self._now = now
             self._out = []
             self._records = []
             self._run_decision(self._count)
-            if (not self._out and not self._records) or type(self.closing) is WorkflowTerminated:
-                return None  # nothing to record, or the run was terminated: no decision after it
+            if not self._out and not self._records:
+                return None
             head = WorkflowTaskCompleted(
                 time=now,
                 seen=self._count,

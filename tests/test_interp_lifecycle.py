@@ -262,14 +262,43 @@ def test_terminate_closes_the_run_without_a_decision() -> None:
 def test_terminate_in_the_same_decision_as_an_input_makes_no_decision() -> None:
     @workflow
     def wf() -> Generator[Any, Any, Any]:
+        yield SetQuery("stage", "waiting")
         yield WaitSignal("go")
+        yield SetQuery("stage", "went")
         yield ScheduleActivity(notify, "never scheduled")
 
-    h = History(wf).decide().signal("go").terminate().decide()
+    h = History(wf).decide().signal("go").terminate()
+    assert isinstance(h.replay().closing, WorkflowTerminated)  # closed as soon as it is fed
+    h.decide()
     assert len(h.decisions) == 1
     assert isinstance(h.closing, WorkflowTerminated)
     assert h.of(ActivityScheduled) == []
+    # no workflow code ran past the termination
+    assert h.queries == {"stage": "waiting"}
     h.assert_replays()
+
+
+def test_a_decision_that_saw_a_termination_replays() -> None:
+    # written by another engine version: the batch saw the termination; it is
+    # applied in order and the run ends there
+    @workflow
+    def wf() -> Generator[Any, Any, Any]:
+        yield WaitSignal("go")
+        yield ScheduleActivity(notify, "x")
+
+    h = History(wf).decide().signal("go").terminate()
+    head = WorkflowTaskCompleted(time=T0, seen=len(h.events), batch_id="late")
+    it = Interpreter(wf, check_args=False)
+    it.feed(
+        [
+            *h.events,
+            head,
+            ActivityScheduled(
+                time=T0, seq=2, activity_type="notify", args=Json(text='["x"]'), args_digest=0
+            ),
+        ]
+    )
+    assert isinstance(it.closing, WorkflowTerminated)
 
 
 def test_a_finally_block_that_yields_or_raises_on_close_is_ignored() -> None:
