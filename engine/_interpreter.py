@@ -99,6 +99,7 @@ from ._events import (
     WorkflowTaskCompleted,
     WorkflowTerminated,
 )
+from ._retry import RetryPolicy
 
 __all__ = ["Decision", "Interpreter", "decide", "failure_from"]
 
@@ -723,6 +724,7 @@ class Interpreter:
         # sequence number, and on replay too, so a rejected command (thrown into
         # the workflow) shifts nothing and replays exactly as it ran.
         name = type_name(cmd.activity, "activity")
+        _check_options(cmd.task_queue, cmd.retry)
         start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
         schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
         heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
@@ -769,6 +771,7 @@ class Interpreter:
     def _open_child(self, cmd: StartChildWorkflow, parent: _Group | None, slot: int) -> _Wait:
         # NB: checked before taking a sequence number, on replay too (see _open_activity).
         name = type_name(cmd.workflow, "child workflow")
+        _check_options(cmd.task_queue, None)
         if cmd.id is not None and not isinstance(cmd.id, str):
             raise TypeError(f"a child workflow id must be a string, got {cmd.id!r}")
         if self._replaying:
@@ -910,6 +913,8 @@ class Interpreter:
 
     def _cmd_patched(self, cmd: Patched) -> Any:
         change_id = cmd.change_id
+        if not isinstance(change_id, str) or not change_id:
+            raise TypeError(f"a change id must be a non-empty string, got {change_id!r}")
         known = self._patches.get(change_id)
         if known is not None:
             return known
@@ -1092,6 +1097,15 @@ class Interpreter:
         self._closing = ev
         self._current = None
         self.close()
+
+
+def _check_options(task_queue: Any, retry: Any) -> None:
+    # NB: these are copied into events as they are; a wrong type would be
+    # stored, and the history would no longer decode.
+    if task_queue is not None and not isinstance(task_queue, str):
+        raise TypeError(f"task_queue must be a string, got {task_queue!r}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
 
 
 def _opt_td(value: Any, what: str) -> Any:

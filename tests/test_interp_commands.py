@@ -760,3 +760,37 @@ def test_a_child_annotated_as_an_iterator_still_returns_its_result() -> None:
     h = History(wf).decide().child_completed(1, {"a": 1}).decide()
     h.child_completed(2, [2]).decide()
     assert h.result() == [{"a": 1}, [2]]
+
+
+def test_options_of_the_wrong_type_are_thrown_in_and_never_stored() -> None:
+    from engine.events import decode_history
+
+    @workflow
+    def wf() -> Generator[Any, Any, Any]:
+        errors = []
+        for cmd in (
+            Patched(5),  # type: ignore[arg-type]
+            Patched(""),
+            ScheduleActivity(charge, "c", 1, task_queue=7),  # type: ignore[arg-type]
+            ScheduleActivity(charge, "c", 1, retry={"maximum_attempts": 3}),  # type: ignore[arg-type]
+            StartChildWorkflow(child, 1, task_queue=b"q"),  # type: ignore[arg-type]
+        ):
+            try:
+                yield cmd
+            except TypeError as exc:
+                errors.append(str(exc))
+        yield Timer(1)
+        return errors
+
+    h = History(wf).decide()
+    assert h.kinds() == ["TimerStarted:1"]
+    h.fire(1).decide()
+    assert h.result() == [
+        "a change id must be a non-empty string, got 5",
+        "a change id must be a non-empty string, got ''",
+        "task_queue must be a string, got 7",
+        "retry must be a RetryPolicy, got {'maximum_attempts': 3}",
+        "task_queue must be a string, got b'q'",
+    ]
+    assert decode_history(h.encoded()) == h.events
+    h.assert_replays()
