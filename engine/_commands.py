@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from typing import Any as _Any
 
 import msgspec
@@ -56,6 +57,20 @@ class ScheduleActivity(_Command, frozen=True, metaclass=_ArgsMeta):
     ``ScheduleActivity(charge, "cust-1", 999, retry=RetryPolicy(maximum_attempts=3))``
     """
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            activity: _Any,
+            /,
+            *args: _Any,
+            retry: RetryPolicy | None = None,
+            start_to_close: Duration | None = None,
+            schedule_to_close: Duration | None = None,
+            heartbeat_timeout: Duration | None = None,
+            task_queue: str | None = None,
+        ) -> None: ...
+
     activity: _Any
     args: tuple[_Any, ...]
     retry: RetryPolicy | None = None
@@ -90,6 +105,17 @@ class ScheduleActivity(_Command, frozen=True, metaclass=_ArgsMeta):
 class StartChildWorkflow(_Command, frozen=True, metaclass=_ArgsMeta):
     """Start a child workflow and wait for its result (or ``ChildWorkflowError``)."""
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            workflow: _Any,
+            /,
+            *args: _Any,
+            id: str | None = None,
+            task_queue: str | None = None,
+        ) -> None: ...
+
     workflow: _Any
     args: tuple[_Any, ...]
     id: str | None = None
@@ -105,6 +131,10 @@ class StartChildWorkflow(_Command, frozen=True, metaclass=_ArgsMeta):
 class ContinueAsNew(_Command, frozen=True, metaclass=_ArgsMeta):
     """End this run and start a fresh run of the same workflow id with ``args``."""
 
+    if TYPE_CHECKING:
+
+        def __init__(self, *args: _Any) -> None: ...
+
     args: tuple[_Any, ...]
 
     @classmethod
@@ -118,6 +148,10 @@ class All(_Command, frozen=True, metaclass=_ArgsMeta):
     Raises the first failure in history order; the other members run on.
     """
 
+    if TYPE_CHECKING:
+
+        def __init__(self, *commands: _Command) -> None: ...
+
     commands: tuple[_Command, ...]
 
     @classmethod
@@ -130,6 +164,10 @@ class Any(_Command, frozen=True, metaclass=_ArgsMeta):
 
     Losing timers are cancelled; a losing ``WaitSignal`` consumes nothing.
     """
+
+    if TYPE_CHECKING:
+
+        def __init__(self, *commands: _Command) -> None: ...
 
     commands: tuple[_Command, ...]
 

@@ -48,6 +48,7 @@ class ActivityContext:
         self._last_sent = 0.0
         self.last_heartbeat = time.monotonic()
         self._cancelled = False
+        self._unsent = False
 
     @property
     def idempotency_key(self) -> str:
@@ -71,9 +72,16 @@ class ActivityContext:
         now = time.monotonic()
         self.last_heartbeat = now
         self.heartbeat_details = details
+        self._unsent = True
         if now - self._last_sent >= self._throttle:
-            self._last_sent = now
-            self._record(details)
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the latest details now if throttling held them back (the attempt ends)."""
+        if self._unsent:
+            self._unsent = False
+            self._last_sent = time.monotonic()
+            self._record(self.heartbeat_details)
 
 
 def activity_context() -> ActivityContext:

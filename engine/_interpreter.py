@@ -258,6 +258,9 @@ class Interpreter:
         self._def = workflow_definition(workflow)
         self._codec: Codec = codec if codec is not None else JsonCodec()
         self._check_args = check_args
+        #: activity and child-workflow functions the code has yielded, by type name
+        #: (``engine.run`` uses them, so embedded use needs no registration)
+        self.functions: dict[str, Callable[..., Any]] = {}
         self._gen: Generator[Any, Any, Any] | None = None
         self._started: WorkflowStarted | None = None
         self._count = 0
@@ -395,6 +398,10 @@ class Interpreter:
     def decide(self, now: datetime, batch_id: str) -> Decision | None:
         """Make the next decision from everything fed so far; ``None`` if there is nothing to do.
 
+        A decision is made whenever an input that wakes the run was fed since the
+        last one, even when it changes nothing (it then holds only its
+        ``WorkflowTaskCompleted``, recording what it saw).
+
         ``now`` becomes the decision's time (``Now()``, timer due times); ``batch_id``
         must be unique.  Feed the decision's batch back once it is appended; if the
         append fails, discard this interpreter and replay.
@@ -414,8 +421,13 @@ class Interpreter:
             self._now = now
             self._out = []
             self._records = []
+            # NB: a decision with no commands is still made when it consumed an input
+            # that wakes a run (a result nobody awaits, a signal nobody waits for yet):
+            # its WorkflowTaskCompleted records that the input was seen, so the store's
+            # ready index stops offering the run.  Only retry notices never wake a run.
+            woke = any(type(ev) is not ActivityAttemptFailed for _, ev in self._inbox)
             self._run_decision(self._count)
-            if not self._out and not self._records:
+            if not self._out and not self._records and not woke:
                 return None
             head = WorkflowTaskCompleted(
                 time=now,
@@ -725,6 +737,8 @@ class Interpreter:
         # the workflow) shifts nothing and replays exactly as it ran.
         name = type_name(cmd.activity, "activity")
         _check_options(cmd.task_queue, cmd.retry)
+        if name not in self.functions and not isinstance(cmd.activity, str):
+            self.functions[name] = cmd.activity
         start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
         schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
         heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
@@ -772,6 +786,8 @@ class Interpreter:
         # NB: checked before taking a sequence number, on replay too (see _open_activity).
         name = type_name(cmd.workflow, "child workflow")
         _check_options(cmd.task_queue, None)
+        if name not in self.functions and not isinstance(cmd.workflow, str):
+            self.functions[name] = cmd.workflow
         if cmd.id is not None and not isinstance(cmd.id, str):
             raise TypeError(f"a child workflow id must be a string, got {cmd.id!r}")
         if self._replaying:

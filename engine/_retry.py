@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import msgspec
 
 __all__ = ["RetryPolicy"]
+
+_DEFAULT_COEFFICIENT = 2.0
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -22,12 +25,27 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """
 
     initial_interval: timedelta = timedelta(seconds=1)
-    backoff_coefficient: float = 2.0
+    backoff_coefficient: float = _DEFAULT_COEFFICIENT
     maximum_interval: timedelta | None = None
     maximum_attempts: int = 0
-    non_retryable: tuple[str, ...] = ()
+    non_retryable: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        # NB: normalise, so equal policies encode to equal bytes (2 and 2.0, list and tuple)
+        if type(self.backoff_coefficient) is not float:
+            coefficient = float(self.backoff_coefficient)
+            if coefficient == _DEFAULT_COEFFICIENT:  # msgspec omits a default by identity
+                coefficient = _DEFAULT_COEFFICIENT
+            msgspec.structs.force_setattr(self, "backoff_coefficient", coefficient)
+        if isinstance(self.non_retryable, str) or not all(
+            isinstance(n, str) for n in self.non_retryable
+        ):
+            raise TypeError(
+                f"RetryPolicy.non_retryable must be a list of exception type names, "
+                f"got {self.non_retryable!r}"
+            )
+        if type(self.non_retryable) is not tuple:
+            msgspec.structs.force_setattr(self, "non_retryable", tuple(self.non_retryable))
         if not isinstance(self.initial_interval, timedelta) or self.initial_interval <= timedelta():
             raise ValueError(
                 f"RetryPolicy.initial_interval must be a positive timedelta, "

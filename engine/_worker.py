@@ -159,8 +159,8 @@ class Worker:
     def __init__(
         self,
         store: Store,
-        workflows: Iterable[Callable[..., Any]] = (),
-        activities: Iterable[Callable[..., Any]] = (),
+        workflows: Iterable[Any] = (),
+        activities: Iterable[Any] = (),
         *,
         cas: Any = None,
         codec: Codec | None = None,
@@ -579,6 +579,7 @@ class Worker:
             else:
                 value = definition.fn(*args)
         except Exception as exc:
+            running.context.flush()  # the next attempt resumes from the latest heartbeat
             outcome = self._outcome(act, attempt, error=exc)
         else:
             limit = act.event.start_to_close
@@ -611,6 +612,7 @@ class Worker:
             else:
                 value = await coro
         except Exception as exc:
+            running.context.flush()  # the next attempt resumes from the latest heartbeat
             outcome = self._outcome(act, attempt, error=exc)
         else:
             outcome = self._outcome(act, attempt, value=value)
@@ -685,6 +687,7 @@ class Worker:
             else:
                 continue
             ctx.cancel()
+            ctx.flush()
             del self._running[key]
             ref = key[0]
             entry = self._cache.get(ref)

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="arg-type,call-arg,misc"
 # (mypy cannot see the ``Cmd(target, *args)`` signatures of engine's commands yet)
 """Expense approval: a workflow that waits for a human, but not forever.
 

@@ -356,12 +356,6 @@ def test_batch_indexing_retries_only_the_failing_batch() -> None:
     check_only_batch_2_was_retried(h, wid, index)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: an activity result that resolves no yield (a member of a pending All) "
-    "leaves the run 'due now' in the store's ready index, so run_until_idle(skip_time=True) "
-    "returns before the failed member's retry_at and the run stays RUNNING",
-)
 def test_batch_indexing_retries_with_skip_time() -> None:
     h, wid, index = batch_harness()
     h.run()
@@ -369,11 +363,6 @@ def test_batch_indexing_retries_with_skip_time() -> None:
     check_only_batch_2_was_retried(h, wid, index)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: heartbeat details are throttled and the latest ones are not flushed "
-    "when an attempt fails, so the retry resumes from a stale heartbeat (chunk 1, not 2)",
-)
 def test_batch_indexing_resumes_from_the_latest_heartbeat() -> None:
     index = batch_indexing.SearchIndex(failures={0: 1}, fail_after=2)
     h = Harness([batch_indexing.index_all], [index.index_batch])

@@ -420,6 +420,23 @@ def test_golden_history_replays(name: str, suffix: str) -> None:
     it.close()
 
 
+#: histories recorded by older engine versions, replayed by today's code
+#: (v0.1 made no decision for an input that changed nothing)
+OLD_RECORDINGS = {"order_cancelled_v0_1": "order_cancelled"}
+
+
+@pytest.mark.parametrize("old", list(OLD_RECORDINGS))
+@pytest.mark.parametrize("suffix", list(FORMATS))
+def test_old_recordings_still_replay(old: str, suffix: str) -> None:
+    wf, _ = REPLAYED[OLD_RECORDINGS[old]]
+    events = load(f"{old}.{suffix}")
+    it = Interpreter(wf)
+    it.feed(events)
+    assert it.closing == events[-1]
+    assert it.decide(T, "after") is None
+    it.close()
+
+
 def test_goldens_cover_every_event_kind_and_payload_kind() -> None:
     from engine.events import Event as EventUnion
 
