@@ -308,13 +308,20 @@ _mp_list_decoder = msgspec.msgpack.Decoder(list[Event])
 _payload_mp_decoder = msgspec.msgpack.Decoder(Payload)
 
 
+def _check_format(format: str) -> None:
+    if format not in ("json", "msgpack"):
+        raise ValueError(f"unknown event encoding {format!r}: use 'json' or 'msgpack'")
+
+
 def encode_event(event: Event, *, format: str = "json") -> bytes:
     """Encode one event (``format`` is ``"json"`` or ``"msgpack"``)."""
+    _check_format(format)
     return _json_encoder.encode(event) if format == "json" else _mp_encoder.encode(event)
 
 
 def decode_event(data: bytes, *, format: str = "json") -> Event:
     """Decode one event; raises ``msgspec.ValidationError`` on malformed input."""
+    _check_format(format)
     if format == "json":
         return _json_decoder.decode(data)  # type: ignore[no-any-return]
     return _mp_decoder.decode(data)  # type: ignore[no-any-return]
@@ -322,11 +329,13 @@ def decode_event(data: bytes, *, format: str = "json") -> Event:
 
 def encode_history(events: list[Event], *, format: str = "json") -> bytes:
     """Encode a whole history as one JSON array or msgpack array."""
+    _check_format(format)
     return _json_encoder.encode(events) if format == "json" else _mp_encoder.encode(events)
 
 
 def decode_history(data: bytes, *, format: str = "json") -> list[Event]:
     """Decode a history written by :func:`encode_history` (or ``tpp workflow show -o json``)."""
+    _check_format(format)
     if format == "json":
         return _json_list_decoder.decode(data)
     return _mp_list_decoder.decode(data)

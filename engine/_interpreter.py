@@ -447,8 +447,13 @@ class Interpreter:
             raise
 
     def close(self) -> None:
-        """Drop the live generator, running its ``finally`` blocks under the guard."""
+        """Drop the live generator, running its ``finally`` blocks under the guard.
+
+        An interpreter closed before its run ended refuses further input.
+        """
         gen, self._gen = self._gen, None
+        if self._closing is None and self._poisoned is None and self._started is not None:
+            self._poisoned = RuntimeError("it was closed before the run ended")
         if gen is not None:
             token = _guard.guarded(self._def.name)
             try:

@@ -268,3 +268,25 @@ def test_durations() -> None:
         to_timedelta(True, "x")
     with pytest.raises(ValueError, match="x must not be negative"):
         to_timedelta(-0.1, "x")
+
+
+def test_unknown_event_encodings_are_refused() -> None:
+    from engine.events import decode_history, encode_history
+
+    with pytest.raises(ValueError, match="unknown event encoding 'cbor'"):
+        encode_history([], format="cbor")
+    with pytest.raises(ValueError, match="unknown event encoding"):
+        decode_history(b"[]", format="yaml")
+
+
+def test_an_interpreter_closed_mid_run_refuses_more_work() -> None:
+    from tests.history import T0, History
+
+    @workflow
+    def napper() -> Generator[Any, Any, Any]:
+        yield Timer(5)
+
+    it = History(napper).decide().replay()
+    it.close()
+    with pytest.raises(RuntimeError, match="closed before the run ended"):
+        it.decide(T0, "again")
