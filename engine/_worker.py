@@ -333,6 +333,9 @@ class Worker:
 
     def _load(self, ref: RunRef) -> _Entry:
         entry = self._cache.get(ref)
+        if entry is not None and self.cache_size == 0:  # no cache: replay every time
+            self._evict(ref)
+            entry = None
         if entry is not None:
             self._cache.move_to_end(ref)
             events = self.store.read(ref.workflow_id, ref.run_id, after=entry.length)
@@ -358,7 +361,7 @@ class Worker:
         entry = _Entry(ref, started, interp)
         entry.feed(events)
         self._cache[ref] = entry
-        while len(self._cache) > self.cache_size:
+        while len(self._cache) > max(1, self.cache_size):
             _, old = self._cache.popitem(last=False)
             if old.ref not in self._owned:
                 old.interp.close()

@@ -36,12 +36,13 @@ import builtins
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 import msgspec
 
-from engine._events import Event, Payload, WorkflowStarted
-from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
+if TYPE_CHECKING:  # NB: engine imports this module; at run time it needs nothing of engine
+    from engine._events import Event, Payload, WorkflowStarted
+    from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
 __all__ = ["AppendBatch", "AppendResult", "Claims", "RunRef", "Store"]
 
@@ -93,7 +94,7 @@ class Store(Protocol):
         self,
         started: WorkflowStarted,
         *,
-        id_reuse: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE,
+        id_reuse: IdReusePolicy = ...,  # default: IdReusePolicy.ALLOW_DUPLICATE
     ) -> None:
         """Start a run (its history is ``[started]``), due at once.
 
