@@ -21,4 +21,6 @@ def test_e2e_quick_writes_results(tmp_path: pathlib.Path) -> None:
     assert doc["benchmark"] == "e2e" and doc["parameters"]["quick"] is True
     names = [r["name"] for r in doc["results"]]
     assert any("replay/live ratio" in n for n in names)
-    assert all(r["repetitions"] >= 1 and r["min"] <= r["median"] <= r["max"] for r in doc["results"])
+    assert all(
+        r["repetitions"] >= 1 and r["min"] <= r["median"] <= r["max"] for r in doc["results"]
+    )
