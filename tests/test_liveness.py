@@ -36,6 +36,7 @@ def test_a_killed_owner_is_dead_at_once(tmp_path: pathlib.Path) -> None:
         assert not probe.alive("worker-a")
         probe.hold("worker-a")  # the identity is free again
         assert probe.alive("worker-a")
+        probe.close()
     finally:
         proc.kill()
         proc.wait(10)
