@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from stores._protocol import AppendBatch, RunRef, Store
+from stores._protocol import AppendBatch, AppendResult, RunRef, Store
 
 from ._clock import Clock, SystemClock, VirtualClock
 from ._codec import Codec, JsonCodec
@@ -124,6 +124,33 @@ class _Entry:
         if self.interp.closing is not None:
             self.timers.clear()
             self.activities.clear()
+
+
+class _Prepared:
+    """A run's batch, decided and not yet appended."""
+
+    __slots__ = ("batch", "entry", "events", "fed")
+
+    def __init__(
+        self,
+        entry: _Entry,
+        events: list[Event],
+        expected: int | None,
+        *,
+        starts: Sequence[WorkflowStarted] = (),
+        fed: int | None = None,
+    ) -> None:
+        self.entry = entry
+        self.events = events
+        self.fed = fed  # inputs at the head of ``events``; None: appended alone, unconditionally
+        ref = entry.ref
+        self.batch = AppendBatch(
+            workflow_id=ref.workflow_id,
+            run_id=ref.run_id,
+            events=events,
+            expected_length=expected,
+            starts=starts,
+        )
 
 
 class _Blocked(Exception):
@@ -296,9 +323,8 @@ class Worker:
             limit=max(1, free),
             lease=self.lease,
         )
-        for ref in claims.runs:
-            self._owned.add(ref)
-            self._advance(ref)
+        self._owned.update(claims.runs)
+        self._group({ref: [] for ref in claims.runs})
         while True:  # inline: run activities and record outcomes until none is left
             self._dispatch(inline)
             recorded = self._drain(timeout=0)
@@ -376,59 +402,71 @@ class Worker:
             entry.interp.close()
 
     def _advance(self, ref: RunRef, inputs: Sequence[Event] = ()) -> None:
-        """Bring a run up to date: feed ``inputs`` (an activity outcome), fire due timers,
-        decide, append; repeat while there is something to do."""
+        """Bring a run up to date: feed ``inputs`` (activity outcomes), fire due timers,
+        decide, append; repeat while a timer falls due."""
+        pending = list(inputs)
         for _attempt in range(5):
             try:
-                try:
-                    entry = self._load(ref)
-                except NonDeterminismError as exc:
-                    raise _Blocked(str(exc)) from exc
-                self._decide_loop(entry, list(inputs))
-                return
+                entry = self._load_or_block(ref)
+                while True:
+                    prepared = self._prepare(entry, pending)
+                    if prepared is None:
+                        return
+                    (result,) = self.store.append([prepared.batch])
+                    pending = []  # committed (or refused for good): never append them twice
+                    if not self._commit(prepared, result) or not self._timers_due(entry):
+                        return
             except _Blocked as exc:
-                self._evict(ref)
-                if inputs:  # keep the outcome: it is a fact whatever the code says
-                    self.store.append(
-                        [AppendBatch(workflow_id=ref.workflow_id, run_id=ref.run_id, events=inputs)]
-                    )
-                self._release(ref, blocked=str(exc))
+                self._block(ref, pending, str(exc))
                 return
             except ConflictError:
-                # someone else decided: replay what they wrote.  Our outcome (if any)
-                # is still a fact; a duplicate of it would be ignored by replay.
+                # someone else decided: replay what they wrote, then decide again with
+                # the outcomes still to record (a duplicate would be ignored by replay)
                 self._evict(ref)
         self._release(ref)  # pragma: no cover - five conflicts in a row: let another try
 
-    def _decide_loop(self, entry: _Entry, inputs: list[Event]) -> None:
+    def _load_or_block(self, ref: RunRef) -> _Entry:
+        try:
+            return self._load(ref)
+        except NonDeterminismError as exc:
+            raise _Blocked(str(exc)) from exc
+
+    def _block(self, ref: RunRef, inputs: Sequence[Event], reason: str) -> None:
+        """Give back a run this worker cannot advance, keeping the outcomes it brought."""
+        self._evict(ref)
+        if inputs:  # the outcomes are facts whatever the code says
+            self.store.append(
+                [AppendBatch(workflow_id=ref.workflow_id, run_id=ref.run_id, events=inputs)]
+            )
+        self._release(ref, blocked=reason)
+
+    def _timers_due(self, entry: _Entry) -> bool:
+        if entry.interp.closing is not None or self._cache.get(entry.ref) is not entry:
+            return False
+        now = self.clock.now()
+        return any(t <= now for t in entry.timers.values())
+
+    def _prepare(self, entry: _Entry, inputs: list[Event]) -> _Prepared | None:
+        """Feed ``inputs`` and due timer firings, decide: the batch to append, if any."""
         interp = entry.interp
-        while True:
-            now = self.clock.now()
-            for seq, fire_at in list(entry.timers.items()):
-                if fire_at <= now:
-                    inputs.append(TimerFired(time=now, seq=seq))
-            if interp.closing is not None:
-                if inputs:
-                    self._append(entry, inputs, None)
-                return
-            expected = entry.length
-            try:
-                if inputs:
-                    interp.feed(inputs)
-                decision = interp.decide(now, self._batch_id())
-            except NonDeterminismError as exc:
-                raise _Blocked(str(exc)) from exc
-            if decision is None:
-                if inputs:  # outcomes nobody waits for: record them all the same
-                    self._evict(entry.ref)
-                    self._append(entry, inputs, None)
-                return
-            events = list(decision.events)
-            starts = self._starts(entry, events)
-            self._append(entry, [*inputs, *events], expected, starts=starts, fed=len(inputs))
-            inputs = []
-            if interp.closing is not None or not any(t <= now for t in entry.timers.values()):
-                return  # nothing new can have arrived: another decide() would find nothing
+        now = self.clock.now()
+        inputs = inputs + [
+            TimerFired(time=now, seq=seq) for seq, at in entry.timers.items() if at <= now
+        ]
+        if interp.closing is not None:
+            return _Prepared(entry, inputs, None) if inputs else None
+        expected = entry.length
+        try:
+            if inputs:
+                interp.feed(inputs)
+            decision = interp.decide(now, self._batch_id())
+        except NonDeterminismError as exc:
+            raise _Blocked(str(exc)) from exc
+        if decision is None:  # only retry notices: record them where they were seen
+            return _Prepared(entry, inputs, expected, fed=len(inputs)) if inputs else None
+        events = list(decision.events)
+        starts = self._starts(entry, events)
+        return _Prepared(entry, [*inputs, *events], expected, starts=starts, fed=len(inputs))
 
     def _starts(self, entry: _Entry, events: list[Event]) -> list[WorkflowStarted]:
         """Runs a decision starts: its children, or the next run of a continue-as-new."""
@@ -464,43 +502,26 @@ class Worker:
                 )
         return starts
 
-    def _append(
-        self,
-        entry: _Entry,
-        events: list[Event],
-        expected: int | None,
-        *,
-        starts: Sequence[WorkflowStarted] = (),
-        fed: int | None = None,
-    ) -> None:
-        ref = entry.ref
-        (result,) = self.store.append(
-            [
-                AppendBatch(
-                    workflow_id=ref.workflow_id,
-                    run_id=ref.run_id,
-                    events=events,
-                    expected_length=expected,
-                    starts=starts,
-                )
-            ]
-        )
+    def _commit(self, prepared: _Prepared, result: AppendResult) -> bool:
+        """Take an append's result: feed the interpreter its own batch; False if it is gone."""
+        entry = prepared.entry
         if result.error is not None:
             if isinstance(result.error, ConflictError):
                 raise result.error
+            self._evict(entry.ref)  # closed or gone under us: nothing more to do here
             if isinstance(result.error, WorkflowError):
-                self._evict(ref)  # closed or gone under us: nothing more to do here
-                return
+                return False
             raise result.error  # pragma: no cover - stores raise only WorkflowErrors
         self._progress = True
-        if fed is None:
-            return  # an evicted entry: the next load reads the store
+        if prepared.fed is None:
+            return False  # outcomes appended alone: the next load reads the store
         if result.index == entry.length:
             # the interpreter took the inputs already; it gets its own batch back
-            entry.interp.feed(events[fed:])
-            entry.note(events)
-        else:  # external events landed first: the next load reads them, then our batch
-            self._evict(ref)
+            entry.interp.feed(prepared.events[prepared.fed :])
+            entry.note(prepared.events)
+            return True
+        self._evict(entry.ref)  # external events landed first: the next load reads them
+        return False
 
     # ------------------------------------------------------------------ activities
 
@@ -656,23 +677,52 @@ class Worker:
         return ActivityFailed(time=now, seq=ev.seq, error=failure, attempt=attempt)
 
     def _drain(self, timeout: float) -> int:
-        """Record the outcomes of finished activities (waiting up to ``timeout`` for one)."""
+        """Record the outcomes of finished activities (waiting up to ``timeout`` for one).
+
+        Group commit: the outcomes that are ready, with the decisions they trigger,
+        go to the store in one ``append`` call (one transaction, one fsync).
+        Returns how many outcomes were taken.
+        """
         block = timeout > 0
-        recorded = 0
-        while True:
+        outcomes: dict[RunRef, list[Event]] = {}
+        while len(outcomes) < self.max_concurrent_activities:
             try:
                 ref, running, outcome = self._done.get(
                     block=block, timeout=timeout if block else None
                 )
             except queue.Empty:
-                return recorded
+                break
             block = False
             key = (ref, running.event.seq)
             if self._running.get(key) is not running:
                 continue  # timed out already: its outcome was recorded then
             del self._running[key]
-            recorded += 1
-            self._advance(ref, [outcome])
+            outcomes.setdefault(ref, []).append(outcome)
+        self._group(outcomes)
+        return sum(len(events) for events in outcomes.values())
+
+    def _group(self, work: dict[RunRef, list[Event]]) -> None:
+        """Advance many runs with one ``append`` call (group commit)."""
+        prepared: list[_Prepared] = []
+        for ref, events in work.items():
+            try:
+                p = self._prepare(self._load_or_block(ref), events)
+            except _Blocked as exc:
+                self._block(ref, events, str(exc))
+                continue
+            if p is not None:
+                prepared.append(p)
+        results = self.store.append([p.batch for p in prepared]) if prepared else []
+        for p, result in zip(prepared, results, strict=True):
+            ref = p.entry.ref
+            try:
+                appended = self._commit(p, result)
+            except ConflictError:
+                self._evict(ref)
+                self._advance(ref, p.events[: p.fed])  # decide again on what is there now
+                continue
+            if appended and self._timers_due(p.entry):
+                self._advance(ref)
 
     def _check_timeouts(self) -> None:
         """Fail attempts past their start-to-close or heartbeat timeout."""

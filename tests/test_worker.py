@@ -617,3 +617,25 @@ def test_sigterm_is_graceful(tmp_path: Any) -> None:
     assert proc.returncode == 0
     # the running activity finished and its outcome was recorded before the worker let go
     assert "ActivityCompleted" in out and "COMPLETED" in out
+
+
+class CallCountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def append(self, batches: Sequence[AppendBatch]) -> list[AppendResult]:
+        self.calls.append(len(batches))
+        return super().append(batches)
+
+
+def test_outcomes_of_many_runs_are_group_committed() -> None:
+    store = CallCountingStore()
+    client = Client(store)
+    worker = Worker(store, workflows=[sequential], activities=[step])
+    ids = [client.start(sequential, 3) for _ in range(10)]
+    worker.run_until_idle()
+    assert [client.result(wid) for wid in ids] == [3] * 10
+    # each round's outcomes (one per run) and the decisions they trigger: one call
+    assert max(store.calls) == 10
+    assert store.calls == [10, 10, 10, 10]  # the first decisions, then one per round
