@@ -293,38 +293,6 @@ class Interpreter:
         self._batch_head: WorkflowTaskCompleted | None = None
         self._batch_index = 0
         self._batch: list[Event] = []
-        self._commands: dict[type, Callable[[Any], Any]] = {
-            ScheduleActivity: self._cmd_wait,
-            StartChildWorkflow: self._cmd_wait,
-            Timer: self._cmd_wait,
-            WaitSignal: self._cmd_wait,
-            All: self._cmd_wait,
-            AnyOf: self._cmd_wait,
-            SideEffect: self._cmd_side_effect,
-            Now: self._cmd_now,
-            Patched: self._cmd_patched,
-            SetQuery: self._cmd_set_query,
-            ContinueAsNew: self._cmd_continue_as_new,
-        }
-        self._openers: dict[type, Callable[[Any, _Group | None, int], _Wait]] = {
-            ScheduleActivity: self._open_activity,
-            StartChildWorkflow: self._open_child,
-            Timer: self._open_timer,
-            WaitSignal: self._open_signal,
-            All: self._open_group,
-            AnyOf: self._open_group,
-        }
-        self._inputs: dict[type, Callable[[Any], None]] = {
-            ActivityCompleted: self._in_activity_completed,
-            ActivityFailed: self._in_activity_failed,
-            ActivityAttemptFailed: self._in_attempt_failed,
-            TimerFired: self._in_timer_fired,
-            ChildWorkflowCompleted: self._in_child_completed,
-            ChildWorkflowFailed: self._in_child_failed,
-            SignalReceived: self._in_signal,
-            CancelRequested: self._in_cancel,
-            WorkflowTerminated: self._in_terminated,
-        }
         _guard.install()
 
     # ------------------------------------------------------------------ public API
@@ -527,12 +495,12 @@ class Interpreter:
         if self._gen is None and self._closing is None:
             self._start()
         inbox = self._inbox
-        inputs = self._inputs
+        inputs = _INPUTS
         while inbox and inbox[0][0] < limit:
             ev = inbox.popleft()[1]
             if self._closing is not None:
                 continue  # late results for a closed run
-            inputs[type(ev)](ev)
+            inputs[type(ev)](self, ev)
             if self._resume is not None:
                 self._drive()
 
@@ -560,7 +528,7 @@ class Interpreter:
         self._resume = None
         gen = self._gen
         assert gen is not None
-        commands = self._commands
+        commands = _COMMANDS
         token = _guard.guarded(self._def.name)
         try:
             while True:
@@ -585,7 +553,7 @@ class Interpreter:
                     )
                     continue
                 try:
-                    value = handler(cmd)
+                    value = handler(self, cmd)
                 except NonDeterminismError:
                     raise
                 except Exception as err:  # a bad command or a failing SideEffect: thrown in
@@ -731,7 +699,7 @@ class Interpreter:
     # ------------------------------------------------------------------ commands
 
     def _cmd_wait(self, cmd: Any) -> Any:
-        node = self._openers[type(cmd)](cmd, None, 0)
+        node = _OPENERS[type(cmd)](self, cmd, None, 0)
         if not node.done:
             self._current = node
         return _BLOCKED
@@ -880,13 +848,13 @@ class Interpreter:
         group = _Group(seq, parent, slot, mode, len(members))
         try:
             for i, member in enumerate(members):
-                opener = self._openers.get(type(member))
+                opener = _OPENERS.get(type(member))
                 if opener is None:
                     raise TypeError(
                         f"All/Any members must be ScheduleActivity, StartChildWorkflow, Timer, "
                         f"WaitSignal, All or Any, not {member!r}"
                     )
-                group.children.append(opener(member, group, i))
+                group.children.append(opener(self, member, group, i))
         except NonDeterminismError:
             raise
         except Exception:
@@ -1127,6 +1095,41 @@ def _check_options(task_queue: Any, retry: Any) -> None:
         raise TypeError(f"task_queue must be a string, got {task_queue!r}")
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
+
+
+# The transition tables: which handler takes which yielded command or input event.
+_COMMANDS: dict[type, Callable[[Interpreter, Any], Any]] = {
+    ScheduleActivity: Interpreter._cmd_wait,
+    StartChildWorkflow: Interpreter._cmd_wait,
+    Timer: Interpreter._cmd_wait,
+    WaitSignal: Interpreter._cmd_wait,
+    All: Interpreter._cmd_wait,
+    AnyOf: Interpreter._cmd_wait,
+    SideEffect: Interpreter._cmd_side_effect,
+    Now: Interpreter._cmd_now,
+    Patched: Interpreter._cmd_patched,
+    SetQuery: Interpreter._cmd_set_query,
+    ContinueAsNew: Interpreter._cmd_continue_as_new,
+}
+_OPENERS: dict[type, Callable[[Interpreter, Any, _Group | None, int], _Wait]] = {
+    ScheduleActivity: Interpreter._open_activity,
+    StartChildWorkflow: Interpreter._open_child,
+    Timer: Interpreter._open_timer,
+    WaitSignal: Interpreter._open_signal,
+    All: Interpreter._open_group,
+    AnyOf: Interpreter._open_group,
+}
+_INPUTS: dict[type, Callable[[Interpreter, Any], None]] = {
+    ActivityCompleted: Interpreter._in_activity_completed,
+    ActivityFailed: Interpreter._in_activity_failed,
+    ActivityAttemptFailed: Interpreter._in_attempt_failed,
+    TimerFired: Interpreter._in_timer_fired,
+    ChildWorkflowCompleted: Interpreter._in_child_completed,
+    ChildWorkflowFailed: Interpreter._in_child_failed,
+    SignalReceived: Interpreter._in_signal,
+    CancelRequested: Interpreter._in_cancel,
+    WorkflowTerminated: Interpreter._in_terminated,
+}
 
 
 def _opt_td(value: Any, what: str) -> Any:
