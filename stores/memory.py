@@ -45,6 +45,13 @@ from ._summary import RunSummary, check_decision, check_start, child_refused, pa
 __all__ = ["MemoryStore"]
 
 
+def _check_ids(workflow_id: object, run_id: object) -> None:
+    if not isinstance(workflow_id, str):
+        raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
+    if not isinstance(run_id, str):
+        raise TypeError(f"a run id must be a string, got {run_id!r}")
+
+
 class _Run:
     __slots__ = ("events", "heartbeats", "owner", "summary")
 
@@ -179,6 +186,12 @@ class MemoryStore:
             self._check_open()
             if not isinstance(started, WorkflowStarted):
                 raise TypeError(f"create() needs a WorkflowStarted event, got {started!r}")
+            _check_ids(started.workflow_id, started.run_id)
+            if (started.workflow_id, started.run_id) in self._runs:
+                # before TERMINATE_IF_RUNNING acts: a refused start changes nothing
+                raise WorkflowAlreadyStartedError(
+                    f"workflow {started.workflow_id!r} already has a run {started.run_id!r}"
+                )
             running = check_start(started, self._summaries(started.workflow_id), id_reuse)
             if running is not None:
                 rid = running.started.run_id
@@ -201,6 +214,8 @@ class MemoryStore:
 
     def append(self, batches: Sequence[AppendBatch]) -> list[AppendResult]:
         results: list[AppendResult] = []
+        for batch in batches:  # bad input refuses the whole call before anything lands
+            _check_ids(batch.workflow_id, batch.run_id)
         with self._lock:
             self._check_open()
             for batch in batches:
