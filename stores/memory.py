@@ -137,7 +137,12 @@ class MemoryStore:
     def _start_from(self, started: WorkflowStarted) -> None:
         """A run started by a batch: a child (idempotent by parent link) or a continuation."""
         runs = self._summaries(started.workflow_id)
-        if started.parent is not None and runs and runs[-1].started.parent == started.parent:
+        if (
+            started.parent is not None
+            and started.continued_from is None  # a child's next run keeps its parent link
+            and runs
+            and runs[-1].started.parent == started.parent
+        ):
             return  # this child exists already (a retried decision)
         try:
             check_start(started, runs, IdReusePolicy.ALLOW_DUPLICATE)
