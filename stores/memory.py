@@ -29,6 +29,7 @@ from engine._errors import (
     WorkflowNotFoundError,
 )
 from engine._events import (
+    CLOSING_EVENTS,
     ActivityCompleted,
     ActivityFailed,
     Event,
@@ -122,6 +123,7 @@ class MemoryStore:
         expected = batch.expected_length
         tail = run.events[expected:] if expected is not None else []
         check_decision(run.summary, batch.events, tail, expected)
+        self._check_starts(batch, run)
         index = len(run.events)
         stamped = [with_index(ev, index + i) for i, ev in enumerate(batch.events)]
         run.events.extend(stamped)
@@ -133,6 +135,29 @@ class MemoryStore:
             self._start_from(started)
         self._after_append(batch.workflow_id, batch.run_id, run)
         return index
+
+    def _check_starts(self, batch: AppendBatch, run: _Run) -> None:
+        """Refuse, before anything lands, a batch whose parentless starts cannot happen.
+
+        A refused child start is its parent's news (``ChildWorkflowFailed``), but a
+        continue-as-new that cannot start must fail its batch whole.
+        """
+        closes = any(type(ev) in CLOSING_EVENTS for ev in batch.events)
+        for started in batch.starts:
+            if started.parent is not None:
+                continue
+            wid = started.workflow_id
+            if (wid, started.run_id) in self._runs:
+                raise WorkflowAlreadyStartedError(
+                    f"workflow {wid!r} already has a run {started.run_id!r}"
+                )
+            chain = self._chains.get(wid)
+            if chain:
+                last = self._runs[(wid, chain[-1])]
+                if last.summary.running and not (last is run and closes):
+                    raise WorkflowAlreadyStartedError(
+                        f"workflow {wid!r} is already running (run {chain[-1]})"
+                    )
 
     def _start_from(self, started: WorkflowStarted) -> None:
         """A run started by a batch: a child (idempotent by parent link) or a continuation."""
