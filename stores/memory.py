@@ -377,8 +377,8 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             entry = self._run(run.workflow_id, run.run_id)
-            if details is not None and entry.summary.running:
-                entry.heartbeats[seq] = details
+            if details is not None and seq in entry.summary.activities:
+                entry.heartbeats[seq] = details  # only a pending activity has a slot
             return entry.heartbeats.get(seq)
 
     def close(self) -> None:
