@@ -23,6 +23,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
+import msgspec
+
 from engine._errors import (
     WorkflowAlreadyStartedError,
     WorkflowError,
@@ -51,6 +53,26 @@ def _check_ids(workflow_id: object, run_id: object) -> None:
         raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
     if not isinstance(run_id, str):
         raise TypeError(f"a run id must be a string, got {run_id!r}")
+
+
+_Token = tuple[datetime, str, str]
+_token_decoder: msgspec.json.Decoder[_Token] = msgspec.json.Decoder(_Token)
+
+
+def _list_order(info: WorkflowInfo) -> _Token:
+    return (info.start_time, info.id, info.run_id)
+
+
+def _encode_token(info: WorkflowInfo) -> str:
+    """The last item's sort key: the next page starts strictly after it."""
+    return msgspec.json.encode(_list_order(info)).decode()
+
+
+def _decode_token(token: str) -> _Token:
+    try:
+        return _token_decoder.decode(token)
+    except msgspec.DecodeError:
+        raise ValueError(f"invalid page token {token!r}") from None
 
 
 class _Run:
@@ -277,10 +299,7 @@ class MemoryStore:
     ) -> WorkflowPage:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        try:
-            offset = int(page_token) if page_token else 0
-        except ValueError:
-            raise ValueError(f"invalid page token {page_token!r}") from None
+        after = _decode_token(page_token) if page_token else None
         with self._lock:
             self._check_open()
             matched: builtins.list[WorkflowInfo] = []
@@ -297,12 +316,12 @@ class MemoryStore:
                 counts[s.status] = counts.get(s.status, 0) + 1
                 if status is None or s.status is status:
                     matched.append(s.info())
-        matched.sort(key=lambda i: (i.start_time, i.id, i.run_id), reverse=True)
-        page = matched[offset : offset + page_size]
-        more = offset + page_size < len(matched)
-        return WorkflowPage(
-            items=page, next_page_token=str(offset + page_size) if more else None, counts=counts
-        )
+        matched.sort(key=_list_order, reverse=True)
+        if after is not None:  # a keyset, not an offset: runs started since never shift pages
+            matched = [i for i in matched if _list_order(i) < after]
+        page = matched[:page_size]
+        token = _encode_token(page[-1]) if len(matched) > page_size else None
+        return WorkflowPage(items=page, next_page_token=token, counts=counts)
 
     def runs(self) -> Iterator[WorkflowInfo]:
         with self._lock:
