@@ -27,7 +27,16 @@ Rules every backend must prove with ``tests/store_conformance.py``:
 * **Visibility**: ``list`` pages with counts per status; ``runs`` iterates all.
 * Any string is a valid workflow id; ids are data, never paths.
 
-Stores raise only the errors of ``engine`` (translated from their own).
+Errors about workflows and stored data are ``engine``'s (``WorkflowNotFoundError``,
+``ConflictError``, ``CorruptionError``, ...), translated from the backend's own
+with ``raise ... from exc``; misuse raises the builtin ones (``TypeError`` for a
+non-string id, ``ValueError`` for a bad page token, ``RuntimeError`` for a
+closed store).
+
+Liveness: where the OS can tell (a lock file held by the owner's process), an
+owner is alive exactly while its lock is held, and ``lease`` is not consulted;
+a backend without such a signal (Azure) expires claims ``lease`` seconds after
+the owner's last ``claim`` or ``renew``.
 """
 
 from __future__ import annotations
