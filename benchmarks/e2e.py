@@ -16,14 +16,22 @@ Measured, each as the median of ``--repeat`` runs:
 
 from __future__ import annotations
 
+import atexit
 import gc
+import pathlib
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 import tracemalloc
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import stores
-from engine import Client, ScheduleActivity, WaitSignal, Worker, activity, workflow
+from engine import Client, ScheduleActivity, Status, WaitSignal, Worker, activity, workflow
 from engine.events import WorkflowTaskCompleted
 
 from . import _common as c
@@ -98,15 +106,81 @@ def idle_memory(open_store: Callable[[], stores.Store], n: int, cache_size: int)
     return used / n
 
 
+def fresh_urls(scheme: str, durability: str) -> Callable[[], str]:
+    """Each call names a new, empty store (durable ones in a new temporary directory)."""
+    if scheme == "memory":
+        return lambda: "memory:"
+    root = pathlib.Path(tempfile.mkdtemp(prefix=f"tpp-bench-{scheme}-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    counter = iter(range(1_000_000))
+
+    def new_url() -> str:
+        path = root / f"{next(counter)}" / ("store.db" if scheme == "sqlite" else "store")
+        path.parent.mkdir(parents=True)
+        return f"{scheme}:{path}?durability={durability}"
+
+    return new_url
+
+
+WORKER = """
+import sys
+import stores
+from engine import Worker
+from benchmarks.e2e import chain, noop
+store = stores.open(sys.argv[1])
+print("ready", flush=True)
+Worker(store, workflows=[chain], activities=[noop], poll_interval=0.002).run()
+store.close()
+"""
+
+
+def multiprocess(url: str, n: int, k: int, processes: int) -> float:
+    """Seconds for ``processes`` worker processes to finish ``n`` x ``k`` activities."""
+    store = stores.open(url)
+    client = Client(store)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url], stdout=subprocess.PIPE, text=True, cwd=c.ROOT
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        t0 = time.perf_counter()
+        ids = [client.start(chain, k) for _ in range(n)]
+        while store.list(status=Status.COMPLETED, page_size=1).counts.get(
+            Status.COMPLETED, 0
+        ) < len(ids):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        store.close()
+    assert all(client.result(wid) == k * (k - 1) // 2 for wid in ids[:20])
+    return elapsed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = c.parser("End-to-end throughput: Client + Worker on a store.")
-    p.add_argument("--store", default="memory", help="store URL (default memory:)")
+    p.add_argument("--store", default="memory", choices=["memory", "file", "sqlite"])
+    p.add_argument("--durability", default="fsync", choices=["fsync", "flush", "none"])
+    p.add_argument(
+        "--processes", default=None, help="worker process counts, e.g. 1,2 (durable stores)"
+    )
     args = p.parse_args(argv)
-    url = args.store if ":" in args.store else f"{args.store}:"
     repeat = max(5, args.repeat) if not args.quick else 5
+    new_url = fresh_urls(args.store, args.durability)
 
     def open_store() -> stores.Store:
-        return stores.open(url)
+        return stores.open(new_url())
+
+    label = "memory:" if args.store == "memory" else f"{args.store} ({args.durability})"
 
     workloads = [(20, 5), (5, 20)] if args.quick else [(500, 10), (100, 100), (10, 1000)]
     long_k = 50 if args.quick else 1000
@@ -119,20 +193,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         decs = [decisions / s for s in samples]
         results.append(c.summary(f"{n}x{k} activities", "activities/s", acts, n=n, k=k))
         results.append(c.summary(f"{n}x{k} decisions", "decisions/s", decs, n=n, k=k))
-        rows.append(
-            [
-                f"{n} workflows x {k} activities",
-                c.fmt(sorted(acts)[len(acts) // 2]),
-                c.fmt(sorted(decs)[len(decs) // 2]),
-            ]
-        )
+        rows.append([f"{n} workflows x {k} activities", c.fmt(_median(acts)), c.fmt(_median(decs))])
     print(
         c.table(
-            f"end to end on {url} (one worker, run_until_idle)",
+            f"end to end on {label} (one worker, run_until_idle)",
             ["workload", "activities/s", "decisions/s"],
             rows,
         )
     )
+
+    if args.store != "memory":
+        counts = [int(x) for x in (args.processes or "1,2").split(",")]
+        n, k = (40, 5) if args.quick else (500, 10)
+        rows = []
+        for procs in counts:
+            samples = []
+            for _ in range(repeat):
+                samples.append(multiprocess(new_url(), n, k, procs))
+            acts = [n * k / s for s in samples]
+            results.append(
+                c.summary(
+                    f"{n}x{k} with {procs} worker processes",
+                    "activities/s",
+                    acts,
+                    n=n,
+                    k=k,
+                    processes=procs,
+                )
+            )
+            rows.append([f"{procs} worker process(es)", c.fmt(_median(acts))])
+        print()
+        print(
+            c.table(
+                f"{n} workflows x {k} activities on {label}, worker processes (run())",
+                ["workers", "activities/s"],
+                rows,
+            )
+        )
 
     cached, _ = throughput(open_store, 1, long_k, repeat)
     uncached, _ = throughput(open_store, 1, long_k, repeat, cache_size=0)
@@ -142,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.append(c.summary(f"1x{long_k} live cache", "us/decision", per_cached))
     results.append(c.summary(f"1x{long_k} replay every decision", "us/decision", per_uncached))
     results.append(c.summary(f"1x{long_k} replay/live ratio", "ratio", ratio))
-    med = c.summary("", "", per_cached)["median"], c.summary("", "", per_uncached)["median"]
+    med = _median(per_cached), _median(per_uncached)
     print()
     print(
         c.table(
@@ -172,16 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     params = {
-        "store": url,
+        "store": args.store,
+        "durability": args.durability if args.store != "memory" else None,
         "repeat": repeat,
         "workloads": workloads,
         "long": long_k,
         "idle": idle_n,
         "quick": args.quick,
     }
-    path = c.write_results("e2e", params, results, args.results_dir)
+    path = c.write_results(f"e2e-{args.store}", params, results, args.results_dir)
     print(f"\nresults: {path}")
     return 0
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ def test_e2e_quick_writes_results(tmp_path: pathlib.Path) -> None:
         timeout=300,
     )
     assert "activities/s" in out.stdout and "ratio replay / live" in out.stdout
-    doc = json.loads((tmp_path / "e2e-latest.json").read_text())
-    assert doc["benchmark"] == "e2e" and doc["parameters"]["quick"] is True
+    doc = json.loads((tmp_path / "e2e-memory-latest.json").read_text())
+    assert doc["benchmark"] == "e2e-memory" and doc["parameters"]["quick"] is True
     names = [r["name"] for r in doc["results"]]
     assert any("replay/live ratio" in n for n in names)
     assert all(
