@@ -375,6 +375,27 @@ def test_histories_infer_result_types(history: list[Event]) -> None:
     assert_deterministic(adder, history)
 
 
+def test_histories_take_activities_for_result_types() -> None:
+    @activity(name="measure")
+    def local_measure() -> float:  # not in the workflow's module: passed explicitly
+        return 1.5
+
+    @workflow
+    def measured() -> Generator[Any, Any, Any]:
+        return (yield ScheduleActivity(local_measure))
+
+    runs = examples(histories(measured, activities=[local_measure], failures=False), 20)
+    values = [
+        msgspec.json.decode(e.result.text)
+        for h in runs
+        for e in h
+        if isinstance(e, ActivityCompleted) and isinstance(e.result, Json)
+    ]
+    assert values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    for h in runs:
+        assert not any(isinstance(e, WorkflowFailed) for e in h)
+
+
 @FEW
 @given(histories(adder, results={"count": st.just(5)}, failures=False, cancel=False))
 def test_histories_take_result_strategies_and_switches(history: list[Event]) -> None:

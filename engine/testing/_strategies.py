@@ -30,7 +30,12 @@ import hypothesis.strategies as st
 
 from .._clock import VirtualClock
 from .._codec import Codec, JsonCodec
-from .._defs import ActivityDefinition, WorkflowDefinition, workflow_definition
+from .._defs import (
+    ActivityDefinition,
+    WorkflowDefinition,
+    result_type_of,
+    workflow_definition,
+)
 from .._events import (
     ActivityAttemptFailed,
     ActivityCompleted,
@@ -296,9 +301,18 @@ class _World:
         if strategy is None:
             strategy = self.opts.results.get(name)
             if strategy is None:
-                strategy = _for_type(self.opts.result_types.get(name, Any))
+                strategy = _for_type(self._result_type(name))
             self.strategies[name] = strategy
         return self.opts.codec.encode(self.draw(strategy))
+
+    def _result_type(self, name: str) -> Any:
+        if name in self.opts.result_types:
+            return self.opts.result_types[name]
+        # the functions the code yielded, where the interpreter keeps them
+        fns = getattr(self.interpreter, "functions", None)
+        if isinstance(fns, dict) and name in fns:
+            return result_type_of(fns[name])
+        return Any
 
     def _failure(self) -> Failure:
         kind = self.draw(st.sampled_from(_ERROR_TYPES))
