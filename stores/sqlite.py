@@ -12,9 +12,10 @@ Rules (on top of ``stores._protocol``):
   this module keeps the summaries' results in columns, and the summaries in a
   cache brought up to date from the events (below).
 * Ownership: ``claim`` holds the owner's ``Liveness`` lock (``<db>.owners/``)
-  and writes the owner on its runs.  An owner is dead when its lock is free
-  (its process died: its runs are claimable at once) or its lease ran out;
-  every claim and renew first gives a dead owner's runs back.
+  and writes the owner on its runs.  An owner is alive exactly while its lock
+  is held (the protocol's liveness rule: ``lease`` is not consulted); when its
+  process dies, however it dies, its runs are claimable at once, as every
+  claim and renew first gives a dead owner's runs back.
 * Ids are data: workflow and run ids, types, queues, owners and ``blocked``
   texts are UTF-8 BLOBs (``surrogatepass``), so any string (NUL, lone
   surrogates) round-trips exactly, and BLOB order (memcmp) is code point order.
@@ -31,7 +32,7 @@ Theory of operation.  The schema::
         INDEX runs_list(start_us, wid, rid)
     events(rk, idx, data)         PK(rk, idx)  -- one msgpack-encoded event per row
     heartbeats(rk, seq, details)  PK(rk, seq)  -- msgpack-encoded payloads
-    owners(owner PK, expiry)                   -- lease expiry in time.monotonic()
+    owners(owner PK)                           -- owners that may hold runs: probed
 
 ``due_us`` is ``RunSummary.due`` (NULL when closed or waiting on the outside),
 so ``claim`` reads only the partial index ``runs_ready``: closed and owned runs
@@ -103,6 +104,7 @@ from engine._events import (
     Payload,
     WorkflowStarted,
     WorkflowTerminated,
+    decode_event,
     decode_history,
     decode_payload,
     encode_event,
@@ -143,7 +145,7 @@ _SCHEMA: Final = (
         PRIMARY KEY (rk, idx)) WITHOUT ROWID""",
     """CREATE TABLE heartbeats (rk INTEGER NOT NULL, seq INTEGER NOT NULL,
         details BLOB NOT NULL, PRIMARY KEY (rk, seq)) WITHOUT ROWID""",
-    "CREATE TABLE owners (owner BLOB PRIMARY KEY, expiry REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE owners (owner BLOB PRIMARY KEY) WITHOUT ROWID",
 )
 
 _INFO: Final = "wid, rid, type, status, queue, start_us, close_us, length, parent, due_us, blocked"
@@ -151,6 +153,10 @@ _ROW: Final = "rk, length, not_before_us, blocked"  # what a cached summary is c
 _Row = tuple[int, int, int | None, bytes | None]
 
 _link_decoder: Final = msgspec.msgpack.Decoder(Link)
+_tree_decoder: Final = msgspec.msgpack.Decoder(
+    ext_hook=lambda code, data: bytes(data).decode("utf-8", "surrogatepass")
+)
+_ESCAPED: Final = b"\xc1"  # never begins msgpack: marks an encoding with lone surrogates
 _token_decoder: Final = msgspec.msgpack.Decoder(tuple[int, bytes, bytes])
 
 
@@ -183,13 +189,54 @@ def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
+def _encode(value: Any, fast: Callable[[Any], bytes]) -> bytes:
+    """``fast(value)``, or for values with lone surrogates (msgspec refuses them) an escape."""
+    try:
+        return fast(value)
+    except UnicodeEncodeError:
+        tree = msgspec.to_builtins(value, builtin_types=(bytes, datetime))
+        return _ESCAPED + msgspec.msgpack.encode(_escape(tree))
+
+
+def _escape(tree: Any) -> Any:
+    """Strings that are not UTF-8 become msgpack extensions holding their surrogatepass bytes."""
+    if isinstance(tree, str):
+        try:
+            tree.encode("utf-8")
+        except UnicodeEncodeError:
+            return msgspec.msgpack.Ext(1, tree.encode("utf-8", "surrogatepass"))
+        return tree
+    if isinstance(tree, dict):
+        return {_escape(k): _escape(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_escape(v) for v in tree]
+    return tree
+
+
+def _decode(data: bytes, fast: Callable[[bytes], _T], type_: type[_T] | Any) -> _T:
+    try:
+        if data[:1] == _ESCAPED:
+            return msgspec.convert(_tree_decoder.decode(data[1:]), type_)
+        return fast(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptionError(f"stored bytes do not decode: {exc}") from exc
+
+
 def _decode_events(rows: Sequence[tuple[bytes]]) -> list[Event]:
     """Decode stored events in one msgspec call, as one msgpack array (array32 header)."""
     data = b"".join([b"\xdd", struct.pack(">I", len(rows)), *(row[0] for row in rows)])
     try:
         return decode_history(data, format="msgpack")
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CorruptionError(f"a stored event does not decode: {exc}") from exc
+    except (msgspec.DecodeError, msgspec.ValidationError):  # damage, or an escaped event
+        return [_decode(row[0], _decode_one_event, Event) for row in rows]
+
+
+def _decode_one_event(data: bytes) -> Event:
+    return decode_event(data, format="msgpack")
+
+
+def _encode_event(event: Event) -> bytes:
+    return encode_event(event, format="msgpack")
 
 
 def _info(row: Sequence[Any]) -> WorkflowInfo:
@@ -203,7 +250,7 @@ def _info(row: Sequence[Any]) -> WorkflowInfo:
         start_time=_EPOCH + timedelta(microseconds=start),
         close_time=_time(close),
         history_length=length,
-        parent=None if parent is None else _link_decoder.decode(parent),
+        parent=None if parent is None else _decode(parent, _link_decoder.decode, Link),
         due=_time(due),
         blocked=None if blocked is None else _s(blocked),
     )
@@ -318,8 +365,9 @@ class SQLiteStore:
     # ------------------------------------------------------------------ connections
 
     def _connect(self, *, query_only: bool) -> sqlite3.Connection:
+        busy_timeout = min(_BUSY_TIMEOUT, self._timeout)
         conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.durability]}")
@@ -369,19 +417,16 @@ class SQLiteStore:
 
     def _retrying(self, attempt: Callable[[], _T]) -> _T:
         """``attempt()``, again while the database is busy, for up to ``timeout`` seconds."""
-        deadline: float | None = None
+        deadline = time.monotonic() + self._timeout
         delay = 0.001
         while True:
             try:
                 return attempt()
             except sqlite3.Error as exc:
-                if _busy(exc) and not self._closed:
-                    now = time.monotonic()
-                    deadline = now + self._timeout if deadline is None else deadline
-                    if now < deadline:
-                        time.sleep(random.uniform(0, delay))
-                        delay = min(2 * delay, 0.05)
-                        continue
+                if _busy(exc) and not self._closed and time.monotonic() < deadline:
+                    time.sleep(random.uniform(0, delay))
+                    delay = min(2 * delay, 0.05)
+                    continue
                 raise self._translate(exc) from exc
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -513,7 +558,7 @@ class SQLiteStore:
             raise WorkflowAlreadyStartedError(f"workflow {wid!r} already has a run {rid!r}")
         last = self._conn.execute("SELECT MAX(pos) FROM runs WHERE wid=?", (_b(wid),)).fetchone()
         summary = RunSummary(started)
-        parent = None if started.parent is None else msgspec.msgpack.encode(started.parent)
+        parent = None if started.parent is None else _encode(started.parent, msgspec.msgpack.encode)
         cursor = self._conn.execute(
             "INSERT INTO runs (wid, rid, pos, type, queue, parent, start_us, status, close_us, "
             "length, due_us, not_before_us, blocked, touched) "
@@ -534,7 +579,7 @@ class SQLiteStore:
         assert rk is not None
         self._conn.execute(
             "INSERT INTO events (rk, idx, data) VALUES (?, 0, ?)",
-            (rk, encode_event(with_index(started, 0), format="msgpack")),
+            (rk, _encode(with_index(started, 0), _encode_event)),
         )
         self._txn[rk] = summary
         self._dirty[-1].add(rk)
@@ -554,7 +599,7 @@ class SQLiteStore:
         self._dirty[-1].add(rk)
         self._conn.executemany(
             "INSERT INTO events (rk, idx, data) VALUES (?, ?, ?)",
-            [(rk, ev.index, encode_event(ev, format="msgpack")) for ev in stamped],
+            [(rk, ev.index, _encode(ev, _encode_event)) for ev in stamped],
         )
         summary.apply(stamped)
         outcomes = (ActivityCompleted, ActivityFailed)
@@ -621,11 +666,10 @@ class SQLiteStore:
             self._savepoint(functools.partial(self._append_one, batch))
 
     def _reap(self) -> None:
-        """Give back the runs of dead owners: their lock is free (process gone) or lease over."""
+        """Give back the runs of dead owners: those whose liveness lock nobody holds."""
         conn = self._conn
-        now = time.monotonic()
-        for owner, expiry in conn.execute("SELECT owner, expiry FROM owners").fetchall():
-            if expiry < now or not self._liveness.alive(_s(owner)):
+        for (owner,) in conn.execute("SELECT owner FROM owners").fetchall():
+            if not self._liveness.alive(_s(owner)):
                 conn.execute(
                     "UPDATE runs SET owner=NULL, touched=? WHERE owner=?", (time.time_ns(), owner)
                 )
@@ -784,10 +828,7 @@ class SQLiteStore:
         def txn() -> Claims:
             conn = self._conn
             self._reap()
-            conn.execute(
-                "INSERT OR REPLACE INTO owners (owner, expiry) VALUES (?, ?)",
-                (me, time.monotonic() + lease),
-            )
+            conn.execute("INSERT OR IGNORE INTO owners (owner) VALUES (?)", (me,))
             got: builtins.list[RunRef] = []
             next_due: int | None = None
             for queue in task_queues:
@@ -812,9 +853,8 @@ class SQLiteStore:
         def txn() -> builtins.list[RunRef]:
             conn = self._conn
             self._reap()
-            expiry = time.monotonic() + lease
-            if conn.execute("UPDATE owners SET expiry=? WHERE owner=?", (expiry, me)).rowcount == 0:
-                return []
+            if conn.execute("SELECT 1 FROM owners WHERE owner=?", (me,)).fetchone() is None:
+                return []  # dead (or never claimed): its runs went back
             rows = conn.execute("SELECT wid, rid FROM runs WHERE owner=? ORDER BY rk", (me,))
             return [RunRef(workflow_id=_s(w), run_id=_s(r)) for w, r in rows.fetchall()]
 
@@ -851,13 +891,13 @@ class SQLiteStore:
 
         def stored(conn: sqlite3.Connection, rk: int) -> Payload | None:
             row = conn.execute(query, (rk, seq)).fetchone()
-            return None if row is None else decode_payload(row[0])
+            return None if row is None else _decode(row[0], decode_payload, Payload)
 
         if details is None:
             return self._read(
                 lambda conn: stored(conn, _find(conn, run.workflow_id, run.run_id, "rk")[0])
             )
-        data = encode_payload(details)
+        data = _encode(details, encode_payload)
 
         def txn() -> Payload | None:
             row = _find(self._conn, run.workflow_id, run.run_id, _ROW)
