@@ -1,9 +1,10 @@
 """Crash-kill kit: worker processes that are ``kill -9``ed at random moments, for any store.
 
 Backend-agnostic: a store is named by a URL that a *subprocess* can open again,
-``sqlite:PATH`` or ``file:PATH`` (``open_store`` maps the scheme to the
-backend's class, which takes ``(path, durability=...)``; add a scheme to
-``BACKENDS``).  ``run`` starts ``workflows`` runs of ``crash_chain`` (each
+``sqlite:PATH`` or ``file:PATH``, optionally ending in ``?durability=LEVEL``
+(``"none"`` by default; the URLs of ``stores.open``): ``open_store`` maps the
+scheme to the backend's class, which takes ``(path, durability=...)``; add a
+scheme to ``BACKENDS``.  ``run`` starts ``workflows`` runs of ``crash_chain`` (each
 ``steps`` sequential ``crash_step`` activities), spawns ``workers`` processes
 that each run ``engine.Worker(...).run()`` on the store, SIGKILLs a random one
 at seeded random moments and respawns it, until at least ``kills`` kills have
@@ -64,14 +65,15 @@ ROOT: Final = pathlib.Path(__file__).resolve().parent.parent
 BACKENDS: Final = {"sqlite": "stores.sqlite:SQLiteStore", "file": "stores.file:FileStore"}
 
 
-def open_store(url: str, durability: str = "none") -> Store:
-    """Open the store named by ``url`` (``sqlite:PATH``, ``file:PATH``)."""
-    scheme, sep, path = url.partition(":")
+def open_store(url: str) -> Store:
+    """Open the store named by ``url`` (``sqlite:PATH[?durability=LEVEL]``, ``file:...``)."""
+    scheme, sep, rest = url.partition(":")
+    path, _, durability = rest.partition("?durability=")
     if not sep or scheme not in BACKENDS or not path:
         raise ValueError(f"crashkit opens {', '.join(f'{s}:PATH' for s in BACKENDS)}, not {url!r}")
     module, _, name = BACKENDS[scheme].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    store: Store = cls(path, durability=durability)
+    store: Store = cls(path, durability=durability or "none")
     return store
 
 
@@ -105,15 +107,15 @@ def crash_chain(
 WORKFLOWS: Final = [crash_chain]
 ACTIVITIES: Final = [crash_step]
 
-#: What each worker process runs: ``python -c WORKER URL DURABILITY CONCURRENCY``.
+#: What each worker process runs: ``python -c WORKER URL CONCURRENCY``.
 WORKER: Final = """
 import sys
 from engine import Worker
 from tests import crashkit
-store = crashkit.open_store(sys.argv[1], sys.argv[2])
+store = crashkit.open_store(sys.argv[1])
 try:
     Worker(store, workflows=crashkit.WORKFLOWS, activities=crashkit.ACTIVITIES,
-           poll_interval=0.01, max_concurrent_activities=int(sys.argv[3])).run()
+           poll_interval=0.01, max_concurrent_activities=int(sys.argv[2])).run()
 finally:
     store.close()
 """
@@ -157,7 +159,6 @@ def run(
     directory: pathlib.Path,
     *,
     seed: int,
-    durability: str = "none",
     workflows: int = 20,
     steps: int = 10,
     workers: int = 3,
@@ -180,7 +181,7 @@ def run(
     log = directory / "attempts.log"
     output_path = directory / "workers.out"
     t0 = time.monotonic()
-    store = open_store(url, durability)
+    store = open_store(url)
     try:
         client = Client(store)
         ids = [
@@ -198,7 +199,7 @@ def run(
 
         def spawn(slot: _Slot) -> None:
             slot.proc = subprocess.Popen(
-                [sys.executable, "-c", WORKER, url, durability, str(concurrency)],
+                [sys.executable, "-c", WORKER, url, str(concurrency)],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -210,11 +211,11 @@ def run(
         try:
             for slot in slots:
                 spawn(slot)
-            _drive(url, durability, ids, slots, spawn, report, kills, t0 + timeout, output_path)
+            _drive(url, ids, slots, spawn, report, kills, t0 + timeout, output_path)
         finally:
             _stop(slots)
     report.seconds = time.monotonic() - t0
-    store = open_store(url, durability)
+    store = open_store(url)
     try:
         report.attempts, report.activities = check(
             store, ids, log, steps, expected(workflows, steps)
@@ -228,7 +229,6 @@ def run(
 
 def _drive(
     url: str,
-    durability: str,
     ids: Sequence[str],
     slots: list[_Slot],
     spawn: Callable[[_Slot], None],
@@ -238,7 +238,7 @@ def _drive(
     output_path: pathlib.Path,
 ) -> None:
     """Kill and respawn workers until ``kills`` kills are done and every workflow closed."""
-    store = open_store(url, durability)
+    store = open_store(url)
     try:
         busy = True
         last_check = 0.0

@@ -480,10 +480,9 @@ def test_crash_kill_heavy(tmp_path: pathlib.Path) -> None:
     seed = _seed()
     try:
         report = crashkit.run(
-            f"sqlite:{tmp_path / 'tpp.db'}",
+            f"sqlite:{tmp_path / 'tpp.db'}?durability=fsync",
             tmp_path,
             seed=seed,
-            durability="fsync",
             workers=4,
             kills=150,
             pause=0.2,
