@@ -442,8 +442,8 @@ class InterpreterMachine(RuleBasedStateMachine):
         self.undecided = 0
 
     def _pending(self, kinds: tuple[type, ...], ends: tuple[type, ...]) -> list[int]:
-        started = [e.seq for e in self.history if isinstance(e, kinds)]  # type: ignore[attr-defined]
-        ended = {e.seq for e in self.history if isinstance(e, ends)}  # type: ignore[attr-defined]
+        started = [getattr(e, "seq", 0) for e in self.history if isinstance(e, kinds)]
+        ended = {getattr(e, "seq", 0) for e in self.history if isinstance(e, ends)}
         return [s for s in started if s not in ended]
 
     def activities(self) -> list[int]:

@@ -7,7 +7,7 @@ import itertools
 import pathlib
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,12 +115,12 @@ def parent() -> Generator[Any, Any, Any]:
         return exc.type
 
 
-def worker_run(fn: Any, *args: Any, inputs: list[list[Event]]) -> list[Event]:
+def worker_run(fn: Any, *args: Any, inputs: Sequence[Sequence[Event]]) -> list[Event]:
     """A history made the worker's way: decide, append, then each group of inputs."""
     it = Interpreter(fn)
     history: list[Event] = []
 
-    def append(events: list[Event]) -> None:
+    def append(events: Sequence[Event]) -> None:
         batch = [with_index(e, len(history) + i) for i, e in enumerate(events)]
         history.extend(batch)
         it.feed(batch)
@@ -498,7 +498,7 @@ def test_histories_stop_after_max_steps() -> None:
 
 def test_histories_check_their_arguments() -> None:
     with pytest.raises(TypeError, match="not a workflow"):
-        histories(charge)
+        histories(charge)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_steps"):
         histories(adder, max_steps=-1)
 
