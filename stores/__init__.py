@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef, Store
 from .memory import MemoryStore
 
@@ -15,10 +17,34 @@ __all__ = ["AppendBatch", "AppendResult", "Claims", "MemoryStore", "RunRef", "St
 
 
 def open(url: str) -> Store:
-    """Open a store by URL: ``memory:`` (more schemes as backends land)."""
+    """Open a store by URL.
+
+    ``memory:``; ``file:PATH`` (a directory); ``sqlite:PATH`` (a database file).
+    Durable stores take ``?durability=fsync|flush|none`` (default ``fsync``):
+    ``stores.open("sqlite:.tpp/store.db?durability=flush")``.
+    """
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a string, got {url!r}")
-    scheme, _, _rest = url.partition(":")
+    scheme, sep, rest = url.partition(":")
+    path, _, query = rest.partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    durability = options.pop("durability", "fsync")
+    if not sep or scheme not in ("memory", "file", "sqlite"):
+        raise ValueError(
+            f"unknown store URL {url!r}: expected memory:, file:PATH or sqlite:PATH"
+        )
+    if options:
+        raise ValueError(f"unknown store URL option(s) {sorted(options)} in {url!r}")
     if scheme == "memory":
+        if path or query:
+            raise ValueError(f"memory: takes no path or options, got {url!r}")
         return MemoryStore()
-    raise ValueError(f"unknown store URL {url!r}: expected memory:")
+    if not path:
+        raise ValueError(f"{scheme}: needs a path, e.g. {scheme}:.tpp/store")
+    if scheme == "file":
+        from .file import FileStore
+
+        return FileStore(path, durability=durability)
+    from .sqlite import Durability, SQLiteStore
+
+    return SQLiteStore(path, durability=cast(Durability, durability))
