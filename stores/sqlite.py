@@ -222,13 +222,13 @@ def _decode(data: bytes, fast: Callable[[bytes], _T], type_: type[_T] | Any) -> 
         raise CorruptionError(f"stored bytes do not decode: {exc}") from exc
 
 
-def _decode_events(rows: Sequence[tuple[bytes]]) -> list[Event]:
+def _decode_events(rows: Sequence[bytes]) -> list[Event]:
     """Decode stored events in one msgspec call, as one msgpack array (array32 header)."""
-    data = b"".join([b"\xdd", struct.pack(">I", len(rows)), *(row[0] for row in rows)])
+    data = b"".join([b"\xdd", struct.pack(">I", len(rows)), *rows])
     try:
         return decode_history(data, format="msgpack")
     except (msgspec.DecodeError, msgspec.ValidationError):  # damage, or an escaped event
-        return [_decode(row[0], _decode_one_event, Event) for row in rows]
+        return [_decode(row, _decode_one_event, Event) for row in rows]
 
 
 def _decode_one_event(data: bytes) -> Event:
@@ -348,6 +348,7 @@ class SQLiteStore:
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []  # read-only connections not in use
         self._owners: set[str] = set()  # owners whose liveness lock this handle holds
+        self._registered: set[str] = set()  # ... and whose row it has written
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sync = _SYNCHRONOUS[durability]  # the writer's PRAGMA synchronous now
@@ -429,8 +430,8 @@ class SQLiteStore:
                     continue
                 raise self._translate(exc) from exc
 
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """``fn(conn)`` on a read-only connection, in one read transaction (a snapshot)."""
+    def _read(self, fn: Callable[[sqlite3.Connection], _T], *, snapshot: bool = False) -> _T:
+        """``fn(conn)`` on a read-only connection; ``snapshot``: in one read transaction."""
 
         def attempt() -> _T:
             with self._pool_lock:
@@ -439,7 +440,8 @@ class SQLiteStore:
             if conn is None:
                 conn = self._connect(query_only=True)
             try:
-                conn.execute("BEGIN")
+                if snapshot:
+                    conn.execute("BEGIN")
                 return fn(conn)
             finally:
                 if conn.in_transaction:
@@ -530,7 +532,7 @@ class SQLiteStore:
 
     def _events(self, rk: int, after: int) -> list[Event]:
         query = "SELECT data FROM events WHERE rk=? AND idx>=? ORDER BY idx"
-        return _decode_events(self._conn.execute(query, (rk, after)).fetchall())
+        return _decode_events([row[0] for row in self._conn.execute(query, (rk, after))])
 
     def _save(self, rk: int, summary: RunSummary) -> None:
         self._dirty[-1].add(rk)
@@ -738,12 +740,28 @@ class SQLiteStore:
 
     def read(self, workflow_id: str, run_id: str | None = None, after: int = 0) -> list[Event]:
         _check_ids(workflow_id, "" if run_id is None else run_id)
+        wid = _b(workflow_id)
+        if run_id is None:
+            which, params = "r.pos=(SELECT MAX(pos) FROM runs WHERE wid=?)", (wid, wid)
+        else:
+            which, params = "r.rid=?", (wid, _b(run_id))
+        # one statement (UNIQUE (wid, ...) makes r one row, so events come in key order):
+        # a row per event, or one (rk, NULL) row for none, or no row for an unknown run
+        query = (
+            "SELECT r.rk, e.data FROM runs r LEFT JOIN events e ON e.rk=r.rk AND e.idx>=? "
+            f"WHERE r.wid=? AND {which} ORDER BY e.idx"
+        )
 
         def fn(conn: sqlite3.Connection) -> list[Event]:
-            rk, length = _find(conn, workflow_id, run_id, "rk, length")
-            start = after if after >= 0 else max(0, length + after)  # as a list slice would
-            query = "SELECT data FROM events WHERE rk=? AND idx>=? ORDER BY idx"
-            return _decode_events(conn.execute(query, (rk, start)).fetchall())
+            start = after
+            if after < 0:  # from the end, as a list slice would
+                start = max(0, _find(conn, workflow_id, run_id, "length")[0] + after)
+            rows = conn.execute(query, (start, *params)).fetchall()
+            if not rows:
+                _find(conn, workflow_id, run_id, "rk")  # raises not found
+            if rows[0][1] is None:
+                return []
+            return _decode_events([data for _, data in rows])
 
         return self._read(fn)
 
@@ -795,7 +813,7 @@ class SQLiteStore:
             token = _encode_token(page[-1]) if len(rows) > page_size else None
             return WorkflowPage(items=page, next_page_token=token, counts=counts)
 
-        return self._read(fn)
+        return self._read(fn, snapshot=True)
 
     def runs(self) -> Iterator[WorkflowInfo]:
         self._check_open()
@@ -824,6 +842,10 @@ class SQLiteStore:
         self._check_open()
         self._hold(owner)
         me, now_us = _b(owner), _us(now)
+        if owner in self._registered:  # nothing to claim or reap: no write lock taken
+            idle = self._read(lambda conn: self._idle_claim(conn, task_queues, limit, now_us))
+            if idle is not None:
+                return idle
 
         def txn() -> Claims:
             conn = self._conn
@@ -845,7 +867,30 @@ class SQLiteStore:
                     got.append(RunRef(workflow_id=_s(wid), run_id=_s(rid)))
             return Claims(runs=got, next_due=_time(next_due))
 
-        return self._write(txn, progress=False)
+        claims = self._write(txn, progress=False)
+        self._registered.add(owner)
+        return claims
+
+    def _idle_claim(
+        self, conn: sqlite3.Connection, task_queues: Sequence[str], limit: int, now_us: int
+    ) -> Claims | None:
+        """What ``claim`` returns when no owner died and nothing is due; else None."""
+        for (owner,) in conn.execute("SELECT owner FROM owners").fetchall():
+            if not self._liveness.alive(_s(owner)):
+                return None
+        next_due: int | None = None
+        for queue in task_queues:
+            row = conn.execute(
+                "SELECT due_us FROM runs WHERE queue=? AND owner IS NULL "
+                "AND due_us IS NOT NULL ORDER BY due_us, touched LIMIT 1",
+                (_b(queue),),
+            ).fetchone()
+            if row is None:
+                continue
+            if row[0] <= now_us and limit > 0:
+                return None
+            next_due = row[0] if next_due is None else min(next_due, row[0])
+        return Claims(runs=[], next_due=_time(next_due))
 
     def renew(self, owner: str, *, lease: float = 30.0) -> builtins.list[RunRef]:
         me = _b(owner)
@@ -870,18 +915,29 @@ class SQLiteStore:
     ) -> None:
         _check_ids(run.workflow_id, run.run_id)
 
+        key = (_b(run.workflow_id), _b(run.run_id), _b(owner))
+
         def txn() -> None:
-            row = self._conn.execute(
-                f"SELECT {_ROW}, owner FROM runs WHERE wid=? AND rid=?",
-                (_b(run.workflow_id), _b(run.run_id)),
-            ).fetchone()
-            if row is None or row[-1] != _b(owner):
-                return
-            summary = self._summary(row[:-1])
+            conn = self._conn
+            if not_before is None and blocked is None:
+                # NB: the stored due time is the summary's with the stored not_before;
+                # when neither backoff nor blocked changes, neither does the due time
+                released = conn.execute(
+                    "UPDATE runs SET owner=NULL, touched=? WHERE wid=? AND rid=? AND owner=? "
+                    "AND not_before_us IS NULL AND blocked IS NULL",
+                    (time.time_ns(), *key),
+                )
+                if released.rowcount:
+                    return
+            query = f"SELECT {_ROW} FROM runs WHERE wid=? AND rid=? AND owner=?"
+            row = conn.execute(query, key).fetchone()
+            if row is None:
+                return  # unknown, or not the owner's to give
+            summary = self._summary(row)
             summary.not_before = not_before
             summary.blocked = blocked
             self._save(row[0], summary)
-            self._conn.execute("UPDATE runs SET owner=NULL WHERE rk=?", (row[0],))
+            conn.execute("UPDATE runs SET owner=NULL WHERE rk=?", (row[0],))
 
         self._write(txn, progress=False)
 
@@ -894,9 +950,18 @@ class SQLiteStore:
             return None if row is None else _decode(row[0], decode_payload, Payload)
 
         if details is None:
-            return self._read(
-                lambda conn: stored(conn, _find(conn, run.workflow_id, run.run_id, "rk")[0])
-            )
+
+            def read(conn: sqlite3.Connection) -> Payload | None:
+                row = conn.execute(
+                    "SELECT h.details FROM runs r LEFT JOIN heartbeats h ON h.rk=r.rk AND h.seq=? "
+                    "WHERE r.wid=? AND r.rid=?",
+                    (seq, _b(run.workflow_id), _b(run.run_id)),
+                ).fetchone()
+                if row is None:
+                    _find(conn, run.workflow_id, run.run_id, "rk")  # raises not found
+                return None if row[0] is None else _decode(row[0], decode_payload, Payload)
+
+            return self._read(read)
         data = _encode(details, encode_payload)
 
         def txn() -> Payload | None:

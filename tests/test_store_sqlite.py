@@ -108,6 +108,7 @@ class TestSQLiteStore(StoreConformance):
         assert isinstance(store, SQLiteStore)
         store._liveness.release(owner)  # what the OS does when the owner's process dies
         store._owners.discard(owner)
+        store._registered.discard(owner)
 
     def tear_last_batch(self, store: Store, run: RunRef) -> None:
         for pin in self._pins:
