@@ -25,10 +25,13 @@ holding the tagged ``msgspec`` structs below.  Journal lines are written with
 comes from a dead process, whose records are void anyway), and a record that
 another writer appended right after a torn one is found again inside the line.
 
-JSON keeps files greppable.  msgspec cannot encode a lone surrogate, which a
-Python string (a workflow id, a signal name) may hold: such values take a slower
-path through the standard ``json`` module with ``\\udxxx`` escapes, and decode
-back unchanged.
+JSON keeps files greppable.  A Python string (a workflow id, a signal name)
+may hold lone surrogates, which UTF-8 cannot carry and JSON's ``\\udxxx`` escapes
+cannot keep apart from a real pair (``"\\ud83d\\ude00"`` decodes as one
+character).  Such a value is written as ``~`` and JSON in which every surrogate
+is ``U+E000`` followed by ``U+E100 + (code - 0xD800)``, and ``U+E000`` itself is
+doubled (private-use characters, so the text stays valid UTF-8); ``loads``
+undoes it exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import json
 import re
 import zlib
 from datetime import datetime
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -69,36 +72,62 @@ __all__ = [
     "split_records",
 ]
 
-T = TypeVar("T")
-
 _encoder: Final = msgspec.json.Encoder()
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 
+_ESC: Final = "\ue000"
+_HIDDEN: Final = re.compile("[\ud800-\udfff\ue000]")
+_SHOWN: Final = re.compile("\ue000(.)", re.DOTALL)
+
+
+def _hide(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        c = m.group()
+        return _ESC + (_ESC if c == _ESC else chr(0xE100 + ord(c) - 0xD800))
+
+    return _HIDDEN.sub(one, text)
+
+
+def _show(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        c = m.group(1)
+        return _ESC if c == _ESC else chr(ord(c) - 0xE100 + 0xD800)
+
+    return _SHOWN.sub(one, text) if _ESC in text else text
+
+
+def _walk(value: Any, fix: Any) -> Any:
+    if isinstance(value, str):
+        return fix(value)
+    if isinstance(value, list | tuple):
+        return [_walk(v, fix) for v in value]
+    if isinstance(value, dict):
+        return {fix(k) if isinstance(k, str) else k: _walk(v, fix) for k, v in value.items()}
+    return value
+
+
 def dumps(obj: Any) -> bytes:
-    """JSON bytes of a msgspec value; lone surrogates take the ``json`` module's path."""
+    """JSON bytes of a msgspec value (see the module docstring for lone surrogates)."""
     try:
         return _encoder.encode(obj)
     except UnicodeEncodeError:
-        return json.dumps(
-            msgspec.to_builtins(obj), ensure_ascii=True, separators=(",", ":")
-        ).encode()
+        hidden = _walk(msgspec.to_builtins(obj), _hide)
+        return b"~" + json.dumps(hidden, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def loads(data: bytes, type: type[T], decoder: msgspec.json.Decoder[Any] | None = None) -> T:
+def loads(data: bytes, type: Any, decoder: msgspec.json.Decoder[Any] | None = None) -> Any:
     """Decode what ``dumps`` wrote; ``msgspec.ValidationError``/``ValueError`` if it is not."""
-    try:
-        if decoder is not None:
-            return decoder.decode(data)  # type: ignore[no-any-return]
-        return msgspec.json.decode(data, type=type)
-    except msgspec.DecodeError:
-        if b"\\ud" not in data and b"\\uD" not in data:
-            raise
-    return msgspec.convert(json.loads(data), type)  # a lone surrogate: the slow path
+    if data[:1] == b"~":
+        return msgspec.convert(_walk(json.loads(data[1:]), _show), type)
+    if decoder is not None:
+        return decoder.decode(data)
+    return msgspec.json.decode(data, type=type)
 
 
 def decode_event(data: bytes) -> Event:
-    return loads(data, Event, _event_decoder)  # type: ignore[arg-type]
+    event: Event = loads(data, Event, _event_decoder)
+    return event
 
 
 # --------------------------------------------------------------------------- run logs
@@ -334,12 +363,13 @@ def decode_record(line: bytes) -> Record | None:
     if zlib.crc32(body) != int(line[:8], 16):
         return None
     try:
-        return loads(body, _AnyRecord, _record_decoder)  # type: ignore[arg-type]
+        record: Record = loads(body, _AnyRecord, _record_decoder)
+        return record
     except (msgspec.DecodeError, ValueError):
         return None
 
 
-_RECORD_START: Final = re.compile(rb"[0-9a-f]{8} \{")
+_RECORD_START: Final = re.compile(rb"[0-9a-f]{8} [{~]")
 
 
 def split_records(data: bytes) -> tuple[list[Record], int]:

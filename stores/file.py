@@ -143,6 +143,7 @@ from ._fileformat import (
     dumps,
     encode_record,
     frame_log_line,
+    loads,
     parse_log,
     split_records,
 )
@@ -435,19 +436,27 @@ class FileStore:
             os.close(lock)  # closing drops the lock
 
     def _other_sessions_alive(self) -> bool:
-        for entry in os.scandir(self._root / "sessions"):
-            if self._lock_file_held(entry.path):
-                return True
-        return False
+        return any(self._session_file_held(e.path) is not False for e in self._session_files())
 
-    def _lock_file_held(self, path: str) -> bool:
-        if path == str(self._sessions._path(self._session)):
-            return False
+    def _session_files(self) -> list[os.DirEntry[str]]:
+        mine = str(self._sessions._path(self._session))
+        return [e for e in os.scandir(self._root / "sessions") if e.path != mine]
+
+    @staticmethod
+    def _session_file_held(path: str) -> bool | None:
+        """Whether a handle holds this session file; None while it is being taken.
+
+        NB: ``Liveness.hold`` creates the file, locks it, then writes its name: an
+        empty file may be between the first two steps, and a probe's lock would
+        make that ``hold`` fail, so it is not probed.
+        """
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return False
         try:
+            if os.fstat(fd).st_size == 0:
+                return None
             portalocker.lock(fd, portalocker.LOCK_EX | portalocker.LOCK_NB)
         except portalocker.LockException:
             return True
@@ -457,23 +466,10 @@ class FileStore:
 
     def _clean_sessions(self) -> None:
         """Remove the session files of handles that died without closing."""
-        mine = str(self._sessions._path(self._session))
-        for entry in os.scandir(self._root / "sessions"):
-            if entry.path == mine:
-                continue
-            try:
-                fd = os.open(entry.path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                portalocker.lock(fd, portalocker.LOCK_EX | portalocker.LOCK_NB)
-            except portalocker.LockException:
-                continue  # alive
-            else:
+        for entry in self._session_files():
+            if self._session_file_held(entry.path) is False:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)  # session ids are never reused: no race
-            finally:
-                os.close(fd)
 
     # ------------------------------------------------------------------ journal
 
@@ -1482,11 +1478,11 @@ class FileStore:
     ) -> WorkflowPage:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        after = None
+        after: _Token | None = None
         if page_token:
             try:
-                after = _token_decoder.decode(page_token)
-            except msgspec.DecodeError:
+                after = loads(page_token.encode("utf-8", "surrogatepass"), _Token, _token_decoder)
+            except (msgspec.DecodeError, ValueError, TypeError):
                 raise ValueError(f"invalid page token {page_token!r}") from None
         with self._mu:
             self._check_open()
@@ -1513,7 +1509,7 @@ class FileStore:
         page = matched[:page_size]
         token = None
         if len(matched) > page_size:
-            token = msgspec.json.encode(_list_order(page[-1])).decode()
+            token = dumps(_list_order(page[-1])).decode()  # ASCII even for lone surrogates
         return WorkflowPage(items=page, next_page_token=token, counts=counts)
 
     def runs(self) -> Iterator[WorkflowInfo]:
