@@ -63,6 +63,7 @@ __all__ = [
     "SummaryRecord",
     "Touch",
     "decode_event",
+    "decode_events",
     "decode_record",
     "dumps",
     "encode_record",
@@ -125,6 +126,18 @@ def loads(data: bytes, type: Any, decoder: msgspec.json.Decoder[Any] | None = No
     return msgspec.json.decode(data, type=type)
 
 
+_events_decoder: Final = msgspec.json.Decoder(list[Event])
+
+
+def decode_events(bodies: list[bytes]) -> list[Event]:
+    """Decode many events' JSON at once (one ``msgspec`` call unless a line is escaped)."""
+    if not any(b[:1] == b"~" for b in bodies):
+        events: list[Event] = _events_decoder.decode(b"[" + b",".join(bodies) + b"]")
+        if len(events) == len(bodies):
+            return events
+    return [decode_event(b) for b in bodies]
+
+
 def decode_event(data: bytes) -> Event:
     event: Event = loads(data, Event, _event_decoder)
     return event
@@ -148,22 +161,17 @@ class LogBatch(NamedTuple):
     bodies: list[bytes]
 
 
-_HEX: Final = frozenset(b"0123456789abcdef")
-
-
 def _line_body(line: bytes) -> tuple[int, int, int, bytes] | None:
     """``(batch, i, n, json)`` of an intact line, or None if it fails its checksum."""
-    if len(line) < 10 or line[8] != 0x20 or not _HEX.issuperset(line[:8]):
-        return None
-    rest = line[9:]
-    if zlib.crc32(rest) != int(line[:8], 16):
-        return None
     try:
+        rest = line[9:]
+        if line[8] != 0x20 or zlib.crc32(rest) != int(line[:8], 16):
+            return None
         batch, position, body = rest.split(b" ", 2)
         i, n = position.split(b"/")
         return int(batch), int(i), int(n), body
-    except ValueError:
-        return None  # checksummed garbage: damage all the same
+    except (ValueError, IndexError):
+        return None  # a short line, or checksummed garbage: damage all the same
 
 
 def parse_log(data: bytes, offset: int, next_batch: int) -> tuple[list[LogBatch], int]:
@@ -174,36 +182,29 @@ def parse_log(data: bytes, offset: int, next_batch: int) -> tuple[list[LogBatch]
     if any).  Raises ``CorruptionError`` for damage (see the module docstring).
     """
     batches: list[LogBatch] = []
-    pos = 0
-    size = len(data)
-    start = 0  # where the batch being read begins (relative)
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a line torn before its newline
+    pos = start = 0  # the current line's and batch's offsets in ``data``
     bodies: list[bytes] = []
-    expect_i = 1
-    count = 0
-    while pos < size:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # a last line without its newline: torn
-        line = data[pos:nl]
+    expect_i = count = 1
+    for index, line in enumerate(lines):
         parsed = _line_body(line)
         if parsed is None:
-            if b"\x00" in line and _nothing_intact_after(data, nl + 1):
+            if b"\x00" in line and _nothing_intact_after(lines[index + 1 :]):
                 break  # a hole a power cut left: torn
             raise CorruptionError(
                 f"log line at byte {offset + pos} fails its checksum (damaged file)"
             )
         batch, i, n, body = parsed
-        if batch != next_batch or i != expect_i or n < 1 or i > n or (i > 1 and n != count):
+        if batch != next_batch or i != expect_i or i > n or (i > 1 and n != count):
             raise CorruptionError(
                 f"log line at byte {offset + pos} is out of sequence: batch {batch} line "
                 f"{i}/{n} where batch {next_batch} line {expect_i} was due"
             )
         if i == 1:
-            start = pos
-            count = n
-            bodies = []
+            start, count, bodies = pos, n, []
         bodies.append(body)
-        pos = nl + 1
+        pos += len(line) + 1
         if i == n:
             batches.append(LogBatch(next_batch, offset + start, offset + pos, bodies))
             next_batch += 1
@@ -214,14 +215,8 @@ def parse_log(data: bytes, offset: int, next_batch: int) -> tuple[list[LogBatch]
     return batches, end
 
 
-def _nothing_intact_after(data: bytes, pos: int) -> bool:
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return True
-        if _line_body(data[pos:nl]) is not None:
-            return False
-        pos = nl + 1
+def _nothing_intact_after(lines: list[bytes]) -> bool:
+    return all(_line_body(line) is None for line in lines)
 
 
 # --------------------------------------------------------------------------- index records
@@ -357,10 +352,11 @@ def encode_record(record: Record) -> bytes:
 
 def decode_record(line: bytes) -> Record | None:
     """The record of an index line, or None if it fails its checksum or schema."""
-    if len(line) < 10 or line[8] != 0x20 or not _HEX.issuperset(line[:8]):
-        return None
     body = line[9:]
-    if zlib.crc32(body) != int(line[:8], 16):
+    try:
+        if line[8] != 0x20 or zlib.crc32(body) != int(line[:8], 16):
+            return None
+    except (ValueError, IndexError):
         return None
     try:
         record: Record = loads(body, _AnyRecord, _record_decoder)

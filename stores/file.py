@@ -140,6 +140,7 @@ from ._fileformat import (
     SummaryRecord,
     Touch,
     decode_event,
+    decode_events,
     dumps,
     encode_record,
     frame_log_line,
@@ -210,6 +211,7 @@ class _Run:
         "marks",
         "n",
         "owner",
+        "queued",
         "rel",
         "rid",
         "size",
@@ -224,6 +226,7 @@ class _Run:
         self.key = (wid.id, rid)
         self.reset()
         self.owner: str | None = None
+        self.queued: datetime | None = None  # the due time of its ready-index entry
         self.hb: dict[int, Payload] = {}
         # the last release: (length then, not_before, blocked), which hold until a decision
         self.rel: tuple[int, datetime | None, str | None] | None = None
@@ -690,27 +693,47 @@ class FileStore:
             run.summary.blocked = run.rel[2]
 
     def _reindex(self, run: _Run) -> None:
+        """Queue the run in the ready index if it is due (once per due time).
+
+        Entries go stale when a run is claimed, re-timed or closed; ``claim``
+        drops them when it meets them.  ``run.queued`` is the due time of the
+        run's live entry, so an unchanged run is never queued twice.
+        """
         summary = run.summary
         if run.owner is not None or summary is None or run.corrupt is not None:
             return
         due = summary.due
-        if due is None:
+        if due is None or run.queued == due:
             return
+        run.queued = due
         heap = self._ready.setdefault(summary.started.task_queue, [])
         heapq.heappush(heap, (due, next(self._tiebreak), run))
         if len(heap) > 2 * len(self._runs) + 1024:  # stale entries pile up without claims
-            heap[:] = [e for e in heap if self._claimable(e[2], e[0])]
+            live = []
+            for entry in heap:
+                if self._claimable(entry[2], entry[0]):
+                    live.append(entry)
+                elif entry[2].queued == entry[0]:
+                    entry[2].queued = None
+            heap[:] = live
             heapq.heapify(heap)
 
     def _claimable(self, run: _Run, due: datetime) -> bool:
         summary = run.summary
         return (
-            self._runs.get(run.key) is run
+            run.queued == due
             and run.owner is None
             and run.corrupt is None
             and summary is not None
             and summary.due == due
+            and self._runs.get(run.key) is run
         )
+
+    def _unqueue(self, heap: list[tuple[datetime, int, _Run]]) -> _Run:
+        due, _, run = heapq.heappop(heap)
+        if run.queued == due:
+            run.queued = None
+        return run
 
     def _summaries(self, wid: _Wid) -> list[RunSummary]:
         return [r.summary for r in wid.runs if r.summary is not None]
@@ -852,8 +875,7 @@ class FileStore:
         self._reindex(run)
 
     def _fold(self, run: _Run, batches: list[LogBatch]) -> None:
-        for batch in batches:
-            events = self._decode(run, batch)
+        for batch, (events, _starts) in zip(batches, self._decode(batches), strict=True):
             summary = run.summary
             if summary is None:
                 first = events[0] if events else None
@@ -879,25 +901,27 @@ class FileStore:
             run.size = batch.end
             run.batches = batch.number
 
-    def _decode(self, run: _Run, batch: LogBatch) -> list[Event]:
-        """The events of a batch (the run's own: starts of other runs are left out)."""
-        out: list[Event] = []
-        for i, body in enumerate(batch.bodies):
-            try:
-                ev = decode_event(body)
-            except (msgspec.DecodeError, ValueError) as exc:
-                raise CorruptionError(f"an intact log line does not decode: {exc}") from exc
-            if type(ev) is WorkflowStarted and (batch.number > 1 or i > 0):
-                continue  # a run this batch starts
-            out.append(ev)
-        return out
-
-    def _starts_of(self, batch: LogBatch) -> list[WorkflowStarted]:
-        out = []
-        for i, body in enumerate(batch.bodies):
-            ev = decode_event(body)
-            if type(ev) is WorkflowStarted and (batch.number > 1 or i > 0):
-                out.append(ev)
+    def _decode(
+        self, batches: Sequence[LogBatch]
+    ) -> list[tuple[list[Event], list[WorkflowStarted]]]:
+        """Each batch's events, and the runs it starts (``WorkflowStarted`` after line 1)."""
+        bodies = [body for batch in batches for body in batch.bodies]
+        try:
+            decoded = decode_events(bodies)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise CorruptionError(f"an intact log line does not decode: {exc}") from exc
+        out: list[tuple[list[Event], list[WorkflowStarted]]] = []
+        pos = 0
+        for batch in batches:
+            events: list[Event] = []
+            starts: list[WorkflowStarted] = []
+            for i, ev in enumerate(decoded[pos : pos + len(batch.bodies)]):
+                if type(ev) is WorkflowStarted and (batch.number > 1 or i > 0):
+                    starts.append(ev)
+                else:
+                    events.append(ev)
+            pos += len(batch.bodies)
+            out.append((events, starts))
         return out
 
     def _applied(self, run: _Run, events: Sequence[Event]) -> None:
@@ -937,8 +961,7 @@ class FileStore:
             rebuild = marks is None and offset == 0 and run.summary is not None
             new_marks: list[tuple[int, int, int]] = []
             index = first
-            for batch in batches:
-                events = self._decode(run, batch)
+            for batch, (events, _starts) in zip(batches, self._decode(batches), strict=True):
                 new_marks.append((index if batch.number > 1 else 0, batch.offset, batch.number))
                 for ev in events:
                     if ev.index != index:
@@ -1148,7 +1171,7 @@ class FileStore:
             with contextlib.suppress(OSError):
                 if run in plan.new:
                     os.unlink(run.path)
-                else:
+                elif os.stat(run.path).st_size > base:
                     os.truncate(run.path, base)
             if run in plan.new:
                 self._forget(run)
@@ -1250,9 +1273,8 @@ class FileStore:
             batches, _ = parse_log(data, 0, 1)
             starts: list[WorkflowStarted] = []
             closed_here = False
-            for batch in batches[first_batch - 1 :]:
-                starts.extend(self._starts_of(batch))
-                events = self._decode(run, batch)
+            for events, more in self._decode(batches[first_batch - 1 :]):
+                starts.extend(more)
                 closed_here = closed_here or any(type(ev) in CLOSING_EVENTS for ev in events)
             summary = run.summary
         for started in starts:
@@ -1541,13 +1563,13 @@ class FileStore:
                 while heap:
                     due, _, run = heap[0]
                     if not self._claimable(run, due):
-                        heapq.heappop(heap)  # stale: claimed, re-timed or closed
+                        self._unqueue(heap)  # stale: claimed, re-timed or closed
                         continue
                     if due > now or len(got) >= limit:
                         if next_due is None or due < next_due:
                             next_due = due
                         break
-                    heapq.heappop(heap)
+                    self._unqueue(heap)
                     if self._try_claim(owner, run, now):
                         got.append(run.ref)
             return Claims(runs=got, next_due=next_due)
