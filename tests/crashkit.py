@@ -1,11 +1,10 @@
 """Crash-kill kit: worker processes that are ``kill -9``ed at random moments, for any store.
 
-Backend-agnostic: a store is named by a URL that a *subprocess* can open again,
-``sqlite:PATH`` or ``file:PATH``, optionally ending in ``?durability=LEVEL``
-(``"none"`` by default; the URLs of ``stores.open``): ``open_store`` maps the
-scheme to the backend's class, which takes ``(path, durability=...)``; add a
-scheme to ``BACKENDS``.  ``run`` starts ``workflows`` runs of ``crash_chain`` (each
-``steps`` sequential ``crash_step`` activities), spawns ``workers`` processes
+Backend-agnostic: a store is named by a ``stores.open`` URL that a *subprocess*
+can open again, ``sqlite:PATH`` or ``file:PATH``, optionally ending in
+``?durability=LEVEL`` (``none`` when not given: ``open_store``).  ``run``
+starts ``workflows`` runs of ``crash_chain`` (each ``steps`` sequential
+``crash_step`` activities), spawns ``workers`` processes
 that each run ``engine.Worker(...).run()`` on the store, SIGKILLs a random one
 at seeded random moments and respawns it, until at least ``kills`` kills have
 happened and every workflow is closed; then it stops the rest with SIGTERM and
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib
 import os
 import pathlib
 import random
@@ -42,13 +40,13 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final
 
+import stores
 from engine import Client, ScheduleActivity, Status, Worker, activity, workflow
 from engine.events import ActivityCompleted, ActivityFailed, ActivityScheduled, WorkflowCompleted
 from stores import MemoryStore, Store
 
 __all__ = [
     "ACTIVITIES",
-    "BACKENDS",
     "WORKFLOWS",
     "Report",
     "check",
@@ -61,20 +59,12 @@ __all__ = [
 
 ROOT: Final = pathlib.Path(__file__).resolve().parent.parent
 
-#: URL scheme -> "module:Class"; the class takes ``(path, durability=...)``.
-BACKENDS: Final = {"sqlite": "stores.sqlite:SQLiteStore", "file": "stores.file:FileStore"}
-
 
 def open_store(url: str) -> Store:
-    """Open the store named by ``url`` (``sqlite:PATH[?durability=LEVEL]``, ``file:...``)."""
-    scheme, sep, rest = url.partition(":")
-    path, _, durability = rest.partition("?durability=")
-    if not sep or scheme not in BACKENDS or not path:
-        raise ValueError(f"crashkit opens {', '.join(f'{s}:PATH' for s in BACKENDS)}, not {url!r}")
-    module, _, name = BACKENDS[scheme].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    store: Store = cls(path, durability=durability or "none")
-    return store
+    """``stores.open(url)``, at durability ``none`` unless the URL names one."""
+    if url.startswith("memory:"):
+        raise ValueError("crash-kill needs a store that worker processes share, not memory:")
+    return stores.open(url if "durability=" in url else f"{url}?durability=none")
 
 
 # --------------------------------------------------------------------------- the workload
