@@ -15,10 +15,14 @@ Rules (on top of ``stores._protocol``):
   and writes the owner on its runs.  An owner is alive exactly while its lock
   is held (the protocol's liveness rule: ``lease`` is not consulted); when its
   process dies, however it dies, its runs are claimable at once, as every
-  claim and renew first gives a dead owner's runs back.
+  claim and renew first gives a dead owner's runs back.  A claim that finds
+  nothing due and no owner dead takes no write lock.
 * Ids are data: workflow and run ids, types, queues, owners and ``blocked``
   texts are UTF-8 BLOBs (``surrogatepass``), so any string (NUL, lone
   surrogates) round-trips exactly, and BLOB order (memcmp) is code point order.
+  An event or payload holding a lone surrogate (which msgspec will not encode)
+  is stored escaped: ``0xC1`` (never a msgpack first byte), then msgpack with
+  such strings as extension type 1 holding their ``surrogatepass`` bytes.
 * sqlite3 errors leave as engine errors: busy is retried up to ``timeout``,
   damage is ``CorruptionError``, the rest ``WorkflowError`` (``raise ... from``).
 
@@ -37,9 +41,10 @@ Theory of operation.  The schema::
 ``due_us`` is ``RunSummary.due`` (NULL when closed or waiting on the outside),
 so ``claim`` reads only the partial index ``runs_ready``: closed and owned runs
 are not in it, and a poll costs the same beside a million closed runs.  Times
-are integer microseconds since the epoch, UTC.  Events are msgpack, not JSON:
-a third smaller, faster both ways, and a database is not greppable anyway
-(``tpp`` shows histories to people).
+are integer microseconds since the epoch, UTC.  Events are msgpack
+(``engine.events.encode_event``), not JSON: a third smaller, faster both ways,
+read back as one array in one msgspec call, and a database is not greppable
+anyway (``tpp`` shows histories to people).
 
 An append needs its run's ``RunSummary``.  The store caches summaries and
 checks them against the stored ``length``: events are append-only, so a stale
