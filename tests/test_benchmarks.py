@@ -56,10 +56,20 @@ def test_replay_quick(tmp_path: pathlib.Path) -> None:
     check_replay_results(tmp_path / "replay-latest.json")
 
 
-def test_all_parts_quick(tmp_path: pathlib.Path) -> None:
-    out = run("benchmarks", "--quick", "--results-dir", str(tmp_path))
+def test_runner_runs_selected_parts(tmp_path: pathlib.Path) -> None:
+    # `python -m benchmarks --quick` runs every part; each part's own test runs it alone
+    out = run("benchmarks", "--quick", "--results-dir", str(tmp_path), "replay")
     assert "== replay ==" in out.stdout
     check_replay_results(tmp_path / "replay-latest.json")
+
+
+def test_runner_lists_available_parts() -> None:
+    from benchmarks.__main__ import PARTS, available
+
+    parts = available()
+    assert "replay" in parts
+    assert set(parts) <= set(PARTS)
+    assert parts == [p for p in PARTS if p in parts]  # in registration order
 
 
 def test_unknown_part_is_refused() -> None:

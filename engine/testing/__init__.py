@@ -13,7 +13,7 @@
 
 Together, a property test that a workflow replays every history it can produce::
 
-    from hypothesis import given
+    from hypothesis import given, strategies as st
     from engine.testing import assert_deterministic, histories
 
     @given(histories(subscription, "cust-1", signals={"cancel": st.none()}))
