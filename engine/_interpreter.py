@@ -155,7 +155,11 @@ class _Leaf(_Wait):
     def __init__(
         self, seq: int, parent: _Group | None, slot: int, kind: str, name: str, rtype: Any
     ) -> None:
-        super().__init__(seq, parent, slot)
+        # NB: no super().__init__(): a leaf is made per command, on the replay hot path
+        self.seq = seq
+        self.parent = parent
+        self.slot = slot
+        self.done = False
         self.kind = kind
         self.name = name
         self.rtype = rtype
@@ -261,6 +265,7 @@ class Interpreter:
         #: activity and child-workflow functions the code has yielded, by type name
         #: (``engine.run`` uses them, so embedded use needs no registration)
         self.functions: dict[str, Callable[..., Any]] = {}
+        self._targets: dict[Any, tuple[str, Any]] = {}
         self._gen: Generator[Any, Any, Any] | None = None
         self._started: WorkflowStarted | None = None
         self._count = 0
@@ -327,6 +332,7 @@ class Interpreter:
         decision.  Raises :class:`NonDeterminismError` when the code does not fit.
         """
         self._check_poison()
+        token = _guard.guarded(self._def.name)
         try:
             inbox = self._inbox
             decision_events = DECISION_EVENTS
@@ -362,6 +368,8 @@ class Interpreter:
         except BaseException as exc:
             self._poisoned = exc
             raise
+        finally:
+            _guard.release(token)
 
     def decide(self, now: datetime, batch_id: str) -> Decision | None:
         """Make the next decision from everything fed so far; ``None`` if there is nothing to do.
@@ -385,6 +393,7 @@ class Interpreter:
             # NB: no decision after a termination, and no workflow code runs past it
             self._in_terminated(self._terminated)
             return None
+        token = _guard.guarded(self._def.name)
         try:
             self._now = now
             self._out = []
@@ -413,6 +422,8 @@ class Interpreter:
         except BaseException as exc:
             self._poisoned = exc
             raise
+        finally:
+            _guard.release(token)
 
     def close(self) -> None:
         """Drop the live generator, running its ``finally`` blocks under the guard.
@@ -510,11 +521,7 @@ class Interpreter:
         types, rest = self._def.param_types()
         try:
             args = self._codec.decode_args(started.input, types, rest)
-            token = _guard.guarded(self._def.name)
-            try:
-                self._gen = self._def.fn(*args)
-            finally:
-                _guard.release(token)
+            self._gen = self._def.fn(*args)
         except Exception as exc:  # bad input for this signature: the run fails
             self._finish(WorkflowFailed, error=failure_from(exc))
             return
@@ -529,49 +536,46 @@ class Interpreter:
         gen = self._gen
         assert gen is not None
         commands = _COMMANDS
-        token = _guard.guarded(self._def.name)
-        try:
-            while True:
-                try:
-                    cmd = gen.send(value) if exc is None else gen.throw(exc)
-                except StopIteration as stop:
-                    self._complete(stop.value)
+        # NB: feed() and decide() hold the sandbox guard while workflow code runs
+        while True:
+            try:
+                cmd = gen.send(value) if exc is None else gen.throw(exc)
+            except StopIteration as stop:
+                self._complete(stop.value)
+                return
+            except CancelledError as err:
+                self._finish(WorkflowCancelled, reason=str(err))
+                return
+            except Exception as err:
+                self._finish(WorkflowFailed, error=failure_from(err))
+                return
+            exc = None
+            handler = commands.get(type(cmd))
+            if handler is None:
+                value = None
+                exc = TypeError(
+                    f"a workflow must yield commands (ScheduleActivity, Timer, WaitSignal, "
+                    f"...), not {cmd!r}"
+                )
+                continue
+            try:
+                value = handler(self, cmd)
+            except NonDeterminismError:
+                raise
+            except Exception as err:  # a bad command or a failing SideEffect: thrown in
+                value, exc = None, err
+                continue
+            if value is _BLOCKED:
+                # NB: buffered signals are delivered here, outside the handler, so
+                # a codec failure is never mistaken for the command's own error.
+                if self._signals and self._signal_waiters:
+                    self._deliver_buffered()
+                if self._resume is None:
                     return
-                except CancelledError as err:
-                    self._finish(WorkflowCancelled, reason=str(err))
-                    return
-                except Exception as err:
-                    self._finish(WorkflowFailed, error=failure_from(err))
-                    return
-                exc = None
-                handler = commands.get(type(cmd))
-                if handler is None:
-                    value = None
-                    exc = TypeError(
-                        f"a workflow must yield commands (ScheduleActivity, Timer, WaitSignal, "
-                        f"...), not {cmd!r}"
-                    )
-                    continue
-                try:
-                    value = handler(self, cmd)
-                except NonDeterminismError:
-                    raise
-                except Exception as err:  # a bad command or a failing SideEffect: thrown in
-                    value, exc = None, err
-                    continue
-                if value is _BLOCKED:
-                    # NB: buffered signals are delivered here, outside the handler, so
-                    # a codec failure is never mistaken for the command's own error.
-                    if self._signals and self._signal_waiters:
-                        self._deliver_buffered()
-                    if self._resume is None:
-                        return
-                    value, exc = self._resume
-                    self._resume = None
-                elif self._closing is not None:
-                    return
-        finally:
-            _guard.release(token)
+                value, exc = self._resume
+                self._resume = None
+            elif self._closing is not None:
+                return
 
     def _complete(self, value: Any) -> None:
         # NB: encoded on replay too: a result that cannot be encoded failed the run.
@@ -708,18 +712,34 @@ class Interpreter:
         # NB: everything that can reject the command is checked before it takes a
         # sequence number, and on replay too, so a rejected command (thrown into
         # the workflow) shifts nothing and replays exactly as it ran.
-        name = type_name(cmd.activity, "activity")
-        _check_options(cmd.task_queue, cmd.retry)
-        if name not in self.functions and not isinstance(cmd.activity, str):
-            self.functions[name] = cmd.activity
-        start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
-        schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
-        heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
+        name, rtype = self._target(cmd.activity, "activity")
+        plain = (
+            cmd.retry is None
+            and cmd.task_queue is None
+            and cmd.start_to_close is None
+            and cmd.schedule_to_close is None
+            and cmd.heartbeat_timeout is None
+        )
+        if plain:
+            start_to_close = schedule_to_close = heartbeat_timeout = None
+        else:
+            _check_options(cmd.task_queue, cmd.retry)
+            start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
+            schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
+            heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
         if self._replaying:
             digest = self._codec.fingerprint_args(cmd.args)
             seq = self._next_seq
             self._next_seq = seq + 1
-            rec = self._expect(seq, ActivityScheduled, cmd)
+            # NB: the common case inline: the next recorded event is this very command
+            rec: Any = None
+            pos = self._rec_pos
+            if pos < len(self._rec):
+                rec = self._rec[pos]
+            if type(rec) is ActivityScheduled and rec.seq == seq:
+                self._rec_pos = pos + 1
+            else:
+                rec = self._expect(seq, ActivityScheduled, cmd)
             if rec.activity_type != name or (self._check_args and rec.args_digest != digest):
                 self._mismatch(seq, rec, cmd, self._arg_detail(rec.activity_type, name, rec, cmd))
         else:
@@ -740,9 +760,22 @@ class Interpreter:
                     heartbeat_timeout=heartbeat_timeout,
                 )
             )
-        leaf = _Leaf(seq, parent, slot, _ACTIVITY, name, result_type_of(cmd.activity))
+        leaf = _Leaf(seq, parent, slot, _ACTIVITY, name, rtype)
         self._leaves[seq] = leaf
         return leaf
+
+    def _target(self, target: Any, what: str) -> tuple[str, Any]:
+        """A command target's type name and result type, cached per function."""
+        try:
+            known = self._targets.get(target)
+        except TypeError:  # an unhashable callable: nothing to cache
+            return type_name(target, what), result_type_of(target)
+        if known is None:
+            name = type_name(target, what)
+            if name not in self.functions and not isinstance(target, str):
+                self.functions[name] = target
+            known = self._targets[target] = (name, result_type_of(target))
+        return known
 
     def _arg_detail(self, recorded_type: str, name: str, rec: Any, cmd: Any) -> str:
         if recorded_type != name:
