@@ -489,6 +489,8 @@ class Interpreter:
         self._run_decision(head.seen)
         self._replaying = False
         self._queries_dirty = False
+        if self._rec_pos == len(batch) and self._rec_cmd_pos == len(head.commands):
+            return  # NB: the common case: everything recorded was yielded
         leftover: Any = self._next_recorded()
         if leftover is None and self._rec_cmd_pos < len(self._rec_cmds):
             leftover = self._rec_cmds[self._rec_cmd_pos]
@@ -1038,7 +1040,9 @@ class Interpreter:
             self._resolve(leaf, value, None)
 
     def _leaf(self, seq: int, kind: str, event: Event) -> _Leaf | None:
-        leaf = self._leaves.get(seq)
+        leaf = self._leaves.pop(seq, None)
+        if leaf is not None and leaf.kind is kind:
+            return leaf
         if leaf is None:
             if not 0 < seq < self._next_seq:
                 self._inconsistent(
@@ -1046,12 +1050,9 @@ class Interpreter:
                     f"started (it has started {self._next_seq - 1} commands)"
                 )
             return None  # a result nobody waits for any more
-        if leaf.kind != kind:
-            self._inconsistent(
-                f"{type(event).__name__} for sequence number {seq}, which is a {leaf.kind}"
-            )
-        del self._leaves[seq]
-        return leaf
+        self._inconsistent(
+            f"{type(event).__name__} for sequence number {seq}, which is a {leaf.kind}"
+        )
 
     def _in_activity_completed(self, ev: ActivityCompleted) -> None:
         leaf = self._leaf(ev.seq, _ACTIVITY, ev)
@@ -1060,6 +1061,11 @@ class Interpreter:
                 value = self._codec.decode(ev.result, leaf.rtype)
             except TypeError as exc:
                 self._resolve(leaf, None, exc)
+                return
+            if leaf.parent is None:  # NB: the common case inline: the workflow waits on it
+                leaf.done = True
+                self._current = None
+                self._resume = (value, None)
             else:
                 self._resolve(leaf, value, None)
 
