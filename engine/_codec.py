@@ -90,7 +90,10 @@ class JsonCodec:
                 f"(compression, encryption or a CAS); this JsonCodec only reads inline JSON"
             )
         try:
-            decoder = self._decoders.get(type) or self._decoder(type)
+            try:
+                decoder = self._decoders[type]
+            except (KeyError, TypeError):  # not built yet, or an unhashable annotation
+                decoder = self._decoder(type)
             return decoder.decode(payload.text)
         except msgspec.ValidationError as exc:
             raise TypeError(f"payload does not match the annotated type {type!r}: {exc}") from None
