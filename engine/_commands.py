@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 from typing import Any as _Any
 
 import msgspec
@@ -41,14 +41,20 @@ class _Command(msgspec.Struct, frozen=True):
         return (yield self)
 
 
+_new = msgspec.StructMeta.__call__
+
+
 class _ArgsMeta(msgspec.StructMeta):
     """Lets ``Cmd(target, *args, **options)`` build a Struct with an ``args`` tuple."""
 
     def __call__(cls, *args: _Any, **options: _Any) -> _Any:
-        return cls._build(*args, **options)  # type: ignore[attr-defined]
-
-
-_new = msgspec.StructMeta.__call__
+        # NB: the common call (no options) skips _build: commands are built on every
+        # yield, replays included, so this is on the replay hot path
+        if options or not args:
+            return cls._build(*args, **options)  # type: ignore[attr-defined]
+        if cls._target_first:  # type: ignore[attr-defined]
+            return _new(cls, args[0], args[1:])
+        return _new(cls, args)
 
 
 class ScheduleActivity(_Command, frozen=True, metaclass=_ArgsMeta):
@@ -56,6 +62,8 @@ class ScheduleActivity(_Command, frozen=True, metaclass=_ArgsMeta):
 
     ``ScheduleActivity(charge, "cust-1", 999, retry=RetryPolicy(maximum_attempts=3))``
     """
+
+    _target_first: ClassVar[bool] = True
 
     if TYPE_CHECKING:
 
@@ -105,6 +113,8 @@ class ScheduleActivity(_Command, frozen=True, metaclass=_ArgsMeta):
 class StartChildWorkflow(_Command, frozen=True, metaclass=_ArgsMeta):
     """Start a child workflow and wait for its result (or ``ChildWorkflowError``)."""
 
+    _target_first: ClassVar[bool] = True
+
     if TYPE_CHECKING:
 
         def __init__(
@@ -131,6 +141,8 @@ class StartChildWorkflow(_Command, frozen=True, metaclass=_ArgsMeta):
 class ContinueAsNew(_Command, frozen=True, metaclass=_ArgsMeta):
     """End this run and start a fresh run of the same workflow id with ``args``."""
 
+    _target_first: ClassVar[bool] = False
+
     if TYPE_CHECKING:
 
         def __init__(self, *args: _Any) -> None: ...
@@ -148,6 +160,8 @@ class All(_Command, frozen=True, metaclass=_ArgsMeta):
     Raises the first failure in history order; the other members run on.
     """
 
+    _target_first: ClassVar[bool] = False
+
     if TYPE_CHECKING:
 
         def __init__(self, *commands: _Command) -> None: ...
@@ -164,6 +178,8 @@ class Any(_Command, frozen=True, metaclass=_ArgsMeta):
 
     Losing timers are cancelled; a losing ``WaitSignal`` consumes nothing.
     """
+
+    _target_first: ClassVar[bool] = False
 
     if TYPE_CHECKING:
 

@@ -704,6 +704,11 @@ class Interpreter:
 
     # ------------------------------------------------------------------ commands
 
+    def _cmd_activity(self, cmd: ScheduleActivity) -> Any:
+        # NB: the most common command, without the opener lookup (a new leaf is never done)
+        self._current = self._open_activity(cmd, None, 0)
+        return _BLOCKED
+
     def _cmd_wait(self, cmd: Any) -> Any:
         node = _OPENERS[type(cmd)](self, cmd, None, 0)
         if not node.done:
@@ -1138,7 +1143,7 @@ def _check_options(task_queue: Any, retry: Any) -> None:
 
 # The transition tables: which handler takes which yielded command or input event.
 _COMMANDS: dict[type, Callable[[Interpreter, Any], Any]] = {
-    ScheduleActivity: Interpreter._cmd_wait,
+    ScheduleActivity: Interpreter._cmd_activity,
     StartChildWorkflow: Interpreter._cmd_wait,
     Timer: Interpreter._cmd_wait,
     WaitSignal: Interpreter._cmd_wait,
