@@ -154,15 +154,19 @@ def multiprocess(url: str, n: int, k: int, processes: int) -> float:
         ) < len(ids):
             time.sleep(0.005)
         elapsed = time.perf_counter() - t0
+        assert all(client.result(wid) == k * (k - 1) // 2 for wid in ids[:20])
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
         store.close()
-    assert all(client.result(wid) == k * (k - 1) // 2 for wid in ids[:20])
     return elapsed
 
 

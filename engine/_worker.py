@@ -331,9 +331,16 @@ class Worker:
             self._check_timeouts()
             if not inline or not recorded:
                 break
+        # keep what has work in hand (a running activity, or one to start next round):
+        # releasing it would cost a release and a claim per activity
+        now = self.clock.now()
         busy = {ref for ref, _ in self._running}
         for ref in list(self._owned):
-            if ref not in busy:
+            entry = self._cache.get(ref)
+            ready = entry is not None and any(
+                a.retry_at is None or a.retry_at <= now for a in entry.activities.values()
+            )
+            if ref not in busy and not (ready and not inline and not self._stopping.is_set()):
                 self._release(ref)
         return claims.next_due
 
