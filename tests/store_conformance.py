@@ -454,7 +454,12 @@ class StoreConformance:
     @settings(
         max_examples=50,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        # NB: every backend's class runs this one test body: hypothesis sees several
+        # executors, which is what a conformance suite is for
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(ids=st.lists(st.text(), min_size=1, max_size=4, unique=True))
     def test_any_string_is_a_workflow_id(self, store: Store, ids: list[str]) -> None:

@@ -25,8 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck
 
 from engine import ConflictError, CorruptionError, Status, WorkflowError
 from engine._errors import WorkflowAlreadyClosedError, WorkflowNotFoundError
@@ -115,28 +114,8 @@ class TestSQLiteStore(StoreConformance):
         self._pins.clear()
         tear_wal(self._db)
 
-    # NB: the suite's own copy of this test fails hypothesis's differing_executors health
-    # check as soon as a second backend's class runs in the same session (see the xfail
-    # below); this is the same test body under settings of its own.
-    @settings(
-        max_examples=50,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-    )
-    @given(ids=st.lists(st.text(), min_size=1, max_size=4, unique=True))
-    def test_any_string_is_a_workflow_id(self, store: Store, ids: list[str]) -> None:
-        inner = StoreConformance.test_any_string_is_a_workflow_id.hypothesis.inner_test  # type: ignore[attr-defined]
-        inner(self, store, ids)
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tests/store_conformance.py: test_any_string_is_a_workflow_id does not suppress "
-    "HealthCheck.differing_executors, so it fails for a second backend's class in a session",
-)
 def test_the_suites_hypothesis_test_allows_many_backends() -> None:
-    # NB: reads the settings instead of calling the test for two classes: such a call
-    # would itself make the suite's test fail for the next backend that runs it
     test = StoreConformance.test_any_string_is_a_workflow_id
     checks = test._hypothesis_internal_use_settings.suppress_health_check  # type: ignore[attr-defined]
     assert HealthCheck.differing_executors in checks
