@@ -15,6 +15,7 @@ import hashlib
 import os
 import pathlib
 import threading
+import time
 from typing import IO
 
 import portalocker
@@ -41,14 +42,21 @@ class Liveness:
             if owner in self._held:
                 return
             handle = open(self._path(owner), "ab")  # noqa: SIM115 - held open on purpose
-            try:
-                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-            except portalocker.LockException:
-                handle.close()
-                raise RuntimeError(
-                    f"owner {owner!r} is already live in another process or store handle; "
-                    f"give each worker its own identity"
-                ) from None
+            # NB: alive() probes take the lock for an instant; retry through those
+            deadline = time.monotonic() + 0.2
+            while True:
+                try:
+                    portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                    break
+                except portalocker.LockException:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.005)
+                        continue
+                    handle.close()
+                    raise RuntimeError(
+                        f"owner {owner!r} is already live in another process or store handle; "
+                        f"give each worker its own identity"
+                    ) from None
             handle.write(owner.encode("utf-8", "surrogatepass") + b"\n")
             handle.flush()
             self._held[owner] = handle
