@@ -465,6 +465,8 @@ class Interpreter:
         if self._pending_own is not None:
             if head.batch_id == self._pending_own:
                 self._pending_own = None  # our own decision, already applied
+                if self._closing is not None and batch and type(batch[-1]) is type(self._closing):
+                    self._closing = batch[-1]  # as appended: with its index
                 return
             raise ConflictError(
                 f"workflow {self._def.name!r}: another decision ({head.batch_id}) was appended "

@@ -556,12 +556,6 @@ TestInterpreterMachine = InterpreterMachine.TestCase
 # --------------------------------------------------------------------------- found bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="interpreter: after its own closing batch is fed back, the live Interpreter.closing "
-    "is still the unindexed event decide() made (index=-1), while a replay from scratch "
-    "holds the appended event (index set by the store)",
-)
 def test_live_closing_is_the_appended_event() -> None:
     fn = build(Program((("timer", 1),)))
     started = WorkflowStarted(
