@@ -49,15 +49,31 @@ class Client:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | None = None,
         cas: Any = None,
         codec: Codec | None = None,
         clock: Clock | None = None,
     ) -> None:
+        self._owns_store = store is None
+        if store is None:  # the embedded default: $TPP_STORE or ./.tpp/store.db
+            import stores
+
+            store = stores.open_default()
         self.store = store
         self.cas = cas
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.clock: Clock = clock if clock is not None else SystemClock()
+
+    def close(self) -> None:
+        """Close the store if this client opened it (the embedded default)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(
         self,

@@ -185,7 +185,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | None = None,
         workflows: Iterable[Any] = (),
         activities: Iterable[Any] = (),
         *,
@@ -202,6 +202,11 @@ class Worker:
         auto_register: bool = False,
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
+        self._owns_store = store is None
+        if store is None:  # the embedded default: $TPP_STORE or ./.tpp/store.db
+            import stores
+
+            store = stores.open_default()
         self.store = store
         self.cas = cas
         self.codec: Codec = codec if codec is not None else JsonCodec()
@@ -301,6 +306,18 @@ class Worker:
             self._loop = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def close(self) -> None:
+        """Drop cached runs; close the store if this worker opened it (the embedded default)."""
+        self._release_all()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def stop(self) -> None:
         """Ask ``run()`` to stop (graceful, as on SIGTERM)."""

@@ -8,12 +8,28 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 from typing import cast
 
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef, Store
 from .memory import MemoryStore
 
-__all__ = ["AppendBatch", "AppendResult", "Claims", "MemoryStore", "RunRef", "Store", "open"]
+__all__ = [
+    "DEFAULT_URL",
+    "AppendBatch",
+    "AppendResult",
+    "Claims",
+    "MemoryStore",
+    "RunRef",
+    "Store",
+    "default_url",
+    "open",
+    "open_default",
+]
+
+#: The embedded default: a SQLite database under ./.tpp (see the README for why).
+DEFAULT_URL = "sqlite:.tpp/store.db"
 
 
 def open(url: str) -> Store:
@@ -30,9 +46,7 @@ def open(url: str) -> Store:
     options = dict(part.partition("=")[::2] for part in query.split("&") if part)
     durability = options.pop("durability", "fsync")
     if not sep or scheme not in ("memory", "file", "sqlite"):
-        raise ValueError(
-            f"unknown store URL {url!r}: expected memory:, file:PATH or sqlite:PATH"
-        )
+        raise ValueError(f"unknown store URL {url!r}: expected memory:, file:PATH or sqlite:PATH")
     if options:
         raise ValueError(f"unknown store URL option(s) {sorted(options)} in {url!r}")
     if scheme == "memory":
@@ -48,3 +62,18 @@ def open(url: str) -> Store:
     from .sqlite import Durability, SQLiteStore
 
     return SQLiteStore(path, durability=cast(Durability, durability))
+
+
+def default_url() -> str:
+    """The store URL used when none is given: ``$TPP_STORE``, else :data:`DEFAULT_URL`."""
+    return os.environ.get("TPP_STORE") or DEFAULT_URL
+
+
+def open_default() -> Store:
+    """Open the embedded default store (creating ``./.tpp`` when needed)."""
+    url = default_url()
+    scheme, _, rest = url.partition(":")
+    if scheme in ("file", "sqlite"):
+        path = pathlib.Path(rest.partition("?")[0])
+        (path if scheme == "file" else path.parent).mkdir(parents=True, exist_ok=True)
+    return open(url)

@@ -39,3 +39,24 @@ def test_bad_durability(tmp_path: pathlib.Path) -> None:
         stores.open(f"sqlite:{tmp_path / 'x.db'}?durability=sometimes")
     with pytest.raises(TypeError):
         stores.open(42)  # type: ignore[arg-type]
+
+
+def test_the_embedded_default(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import Client, Timer, Worker, workflow
+
+    @workflow
+    def nap():  # type: ignore[no-untyped-def]
+        yield Timer(0)
+        return "rested"
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TPP_STORE", raising=False)
+    assert stores.default_url() == "sqlite:.tpp/store.db"
+    with Client() as client, Worker(workflows=[nap]) as worker:
+        wid = client.start(nap)
+        worker.run_until_idle()
+        assert client.result(wid) == "rested"
+    assert (tmp_path / ".tpp" / "store.db").exists()
+    monkeypatch.setenv("TPP_STORE", f"file:{tmp_path / 'elsewhere'}")
+    with stores.open_default() as other:
+        assert isinstance(other, FileStore)
