@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+import stores
 from engine import Any as AnyOf
 from engine import (
     ScheduleActivity,
@@ -30,6 +31,7 @@ from engine import (
     run,
     workflow,
 )
+from stores import Store
 
 TRIAL = timedelta(days=60)
 PERIOD = timedelta(days=30)
@@ -103,11 +105,19 @@ def subscription(customer_id: str) -> Generator[Any, Any, Status]:
     return status
 
 
-def main(clock: VirtualClock | None = None) -> Status:
+def main(clock: VirtualClock | None = None, store: Store | None = None) -> Status:
+    """Run one subscription to its end on the embedded default store (``./.tpp``)."""
     clock = clock or VirtualClock()
     start = clock.now()
+    owned = store is None
+    store = store or stores.open_default()
     print(f"subscription for cust-42 starting {start:%Y-%m-%d} (virtual clock)")
-    status: Status = run(subscription, "cust-42", clock=clock)
+    print(f"history kept in {stores.default_url()}" if owned else "history kept in memory")
+    try:
+        status: Status = run(subscription, "cust-42", clock=clock, store=store)
+    finally:
+        if owned:
+            store.close()
     days = (clock.now() - start).days
     print(
         f"{status.stage} on {clock.now():%Y-%m-%d}, {days} days later: "
