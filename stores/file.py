@@ -824,15 +824,34 @@ class FileStore:
 
     # ------------------------------------------------------------------ reading logs
 
-    def _sync(self) -> None:
-        """Catch up with other handles: the journal, then every run it touched."""
+    def _sync(self, *, wait: bool = True) -> bool:
+        """Catch up with other handles: the journal, then every run it touched.
+
+        With ``wait=False`` a run whose lock another handle holds (it is writing
+        it) stays dirty for the next call; returns whether every run was read.
+        """
         self._tail()
+        complete = True
         for run in list(self._dirty):
-            if run in self._dirty:
+            if run not in self._dirty:
+                continue
+            if wait or run.wid.id in self._held_locks:
                 with self._locked([run.wid.id], exclusive=False):
                     self._refresh(run)
+                continue
+            fd = self._lock_fd(run.wid)
+            try:
+                portalocker.lock(fd, portalocker.LOCK_SH | portalocker.LOCK_NB)
+            except portalocker.LockException:
+                complete = False
+                continue
+            try:
+                self._refresh(run)
+            finally:
+                portalocker.unlock(fd)
         if self._roff > self._compact_at:
             self._compact()
+        return complete
 
     def _refresh_wid(self, wid: _Wid) -> None:
         for run in list(wid.runs):
@@ -1553,7 +1572,7 @@ class FileStore:
         with self._mu:
             self._check_open()
             self._hold(owner)
-            self._sync()
+            complete = self._sync(wait=False)  # runs being written now are another's
             self._reap()
             self._recover_effects()
             got: builtins.list[RunRef] = []
@@ -1572,6 +1591,8 @@ class FileStore:
                     self._unqueue(heap)
                     if self._try_claim(owner, run, now):
                         got.append(run.ref)
+            if not complete and (next_due is None or next_due > now):
+                next_due = now  # a run not read yet may be due: ask again soon
             return Claims(runs=got, next_due=next_due)
 
     def _hold(self, owner: str) -> None:

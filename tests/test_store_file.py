@@ -98,21 +98,6 @@ def tree(path: pathlib.Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
 
-def _own_any_string_test() -> Any:
-    """A fresh wrapper of the suite's hypothesis test, for one subclass.
-
-    NB: hypothesis fails its ``differing_executors`` health check when one
-    ``@given`` method runs for two test classes in a session (the suite's
-    ``test_any_string_is_a_workflow_id`` does as soon as two backends run); each
-    FileStore class gets its own wrapper until the suite suppresses the check
-    (see ``test_the_suites_hypothesis_test_runs_for_two_backends``).
-    """
-    inner = StoreConformance.test_any_string_is_a_workflow_id.hypothesis.inner_test  # type: ignore[attr-defined]
-    return settings(
-        max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-    )(given(ids=st.lists(st.text(), min_size=1, max_size=4, unique=True))(inner))
-
-
 # --------------------------------------------------------------------------- conformance
 
 
@@ -140,12 +125,10 @@ class _FileConformance(StoreConformance):
 
 class TestFileStoreNone(_FileConformance):
     durability = "none"
-    test_any_string_is_a_workflow_id = _own_any_string_test()
 
 
 class TestFileStoreFlush(_FileConformance):
     durability = "flush"
-    test_any_string_is_a_workflow_id = _own_any_string_test()
 
 
 FSYNC_SUBSET = {
@@ -181,24 +164,6 @@ for _name in dir(StoreConformance):
     if _name.startswith("test_") and _name not in FSYNC_SUBSET:
         setattr(TestFileStoreFsync, _name, None)
 assert set(dir(StoreConformance)) >= FSYNC_SUBSET
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tests/store_conformance.py: test_any_string_is_a_workflow_id lacks "
-    "suppress_health_check=[HealthCheck.differing_executors], so it fails for every "
-    "backend after the first in one session",
-)
-def test_the_suites_hypothesis_test_runs_for_two_backends() -> None:
-    class First(StoreConformance):
-        pass
-
-    class Second(StoreConformance):
-        pass
-
-    for cls in (First, Second):
-        with MemoryStore() as store:
-            cls().test_any_string_is_a_workflow_id(store=store)  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- the format
