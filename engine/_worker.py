@@ -229,7 +229,9 @@ class Worker:
         self._cache: OrderedDict[RunRef, _Entry] = OrderedDict()
         self._owned: set[RunRef] = set()
         self._running: dict[tuple[RunRef, int], _Attempt] = {}
-        self._done: queue.SimpleQueue[tuple[RunRef, _Attempt, Event]] = queue.SimpleQueue()
+        # NB: queue.Queue, not SimpleQueue: on CPython 3.11 a signal handler that outlasts
+        # a SimpleQueue.get(timeout=...) can turn the wait into an endless one
+        self._done: queue.Queue[tuple[RunRef, _Attempt, Event]] = queue.Queue()
         self._backoff: dict[RunRef, int] = {}
         self._stopping = threading.Event()
         self._executor = executor
