@@ -351,6 +351,7 @@ class FileStore:
         self._repairs: list[tuple[_Run, int]] = []  # runs read by a scan, to journal and repair
         self._compact_at = self.CHECKPOINT_BYTES
         self._replaying = False
+        self._behind = False  # the next journal was gone when a locked section read on
         for fd in self._log_fds.values():
             os.close(fd)
         self._log_fds.clear()
@@ -515,7 +516,10 @@ class FileStore:
             try:
                 fd = os.open(self._index_path("journal", self._rgen + 1), os.O_RDONLY)
             except FileNotFoundError:  # two compactions behind: start from the snapshot
-                self._load()
+                if self._held_locks:  # NB: not in the middle of a locked section
+                    self._behind = True
+                else:
+                    self._load()
                 return
             os.close(self._rfd)
             self._rfd, self._rgen, self._roff = fd, self._rgen + 1, 0
@@ -571,9 +575,10 @@ class FileStore:
         finally:
             portalocker.unlock(self._jlock)
         self._tail()  # moves this handle to the new journal
-        for kind in ("journal", "snapshot"):
+        old = self._index_path("snapshot", gen - 1)
+        for path in (self._index_path("journal", gen - 1), old, old.with_name(old.name + ".tmp")):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._index_path(kind, gen - 1))
+                os.unlink(path)  # a .tmp is left by a compaction killed half-way
         self._compact_at = max(self.CHECKPOINT_BYTES, 2 * size)
 
     def _write_snapshot(self, path: pathlib.Path, gen: int) -> int:
@@ -830,6 +835,8 @@ class FileStore:
         With ``wait=False`` a run whose lock another handle holds (it is writing
         it) stays dirty for the next call; returns whether every run was read.
         """
+        if self._behind:
+            self._load()
         self._tail()
         complete = True
         for run in list(self._dirty):
@@ -853,10 +860,21 @@ class FileStore:
             self._compact()
         return complete
 
-    def _refresh_wid(self, wid: _Wid) -> None:
-        for run in list(wid.runs):
-            if run in self._dirty:
-                self._refresh(run)
+    def _catch_up(self, workflow_ids: Iterable[str]) -> None:
+        """Inside their locks: read the journal, then the runs of these ids it touched.
+
+        A handle that fell behind (see ``_tail``) re-reads these ids' logs whole.
+        """
+        self._tail()
+        for w in workflow_ids:
+            wid = self._wids.get(w)
+            if wid is None:
+                continue
+            for run in list(wid.runs):
+                if self._behind:
+                    self._dirty[run] = None
+                if run in self._dirty:
+                    self._refresh(run)
 
     def _refresh(self, run: _Run) -> None:
         """Fold what the run's log gained since this handle last read it."""
@@ -1220,9 +1238,7 @@ class FileStore:
         plan = _Plan(w for w in wanted if w in self._wids)
         results: list[AppendResult] = []
         with self._locked(plan.locked):
-            self._tail()
-            for w in plan.locked:
-                self._refresh_wid(self._wids[w])
+            self._catch_up(plan.locked)
             for b in batches:
                 try:
                     results.append(AppendResult(index=self._plan_batch(plan, b)))
@@ -1258,8 +1274,7 @@ class FileStore:
         wid = self._wid(started.workflow_id, create=True)
         plan = _Plan([wid.id])
         with self._locked(plan.locked):
-            self._tail()
-            self._refresh_wid(wid)
+            self._catch_up(plan.locked)
             self._plan_start(plan, started)
             self._commit(plan)
         return plan.effects
@@ -1283,9 +1298,7 @@ class FileStore:
     def _redo_effects(self, run: _Run, first_batch: int) -> None:
         """Idempotently apply the effects of the run's batches from ``first_batch`` on."""
         with self._locked([run.wid.id], exclusive=False):
-            self._tail()
-            if run in self._dirty:
-                self._refresh(run)
+            self._catch_up([run.wid.id])
             if run.summary is None or run.corrupt is not None:
                 return
             data = os.pread(self._log_fd(run), run.size, 0)
@@ -1313,8 +1326,7 @@ class FileStore:
         wid = self._wids.get(started.workflow_id)
         if wid is not None:
             with self._locked([wid.id], exclusive=False):
-                self._tail()
-                self._refresh_wid(wid)
+                self._catch_up([wid.id])
         known = self._runs.get((started.workflow_id, started.run_id))
         if known is not None and known.summary is not None:
             return True
@@ -1343,9 +1355,7 @@ class FileStore:
         if run is None:
             return None
         with self._locked([workflow_id], exclusive=False):
-            self._tail()
-            if run in self._dirty:
-                self._refresh(run)
+            self._catch_up([workflow_id])
         return run if run.summary is not None and run.corrupt is None else None
 
     def _notified_already(self, workflow_id: str, run_id: str, notice: Event) -> bool:
@@ -1456,8 +1466,7 @@ class FileStore:
             wid = self._wid(started.workflow_id, create=True)
             plan = _Plan([wid.id])
             with self._locked(plan.locked):
-                self._tail()
-                self._refresh_wid(wid)
+                self._catch_up(plan.locked)
                 old = self._runs.get((wid.id, started.run_id))
                 if old is not None and old.summary is not None:
                     raise WorkflowAlreadyStartedError(
@@ -1613,9 +1622,9 @@ class FileStore:
 
     def _try_claim(self, owner: str, run: _Run, now: datetime) -> bool:
         with self._locked([run.wid.id]):
-            self._tail()
-            if run in self._dirty:
-                self._refresh(run)
+            self._catch_up([run.wid.id])
+            if self._behind:  # claims in a journal this handle could not read: pass
+                return False
             if run.owner is not None:
                 if run.owner in self._held_owners or self._owners_live.alive(run.owner):
                     return False
@@ -1653,9 +1662,7 @@ class FileStore:
             if entry is None or entry.owner != owner:
                 return
             with self._locked([entry.wid.id]):
-                self._tail()
-                if entry in self._dirty:
-                    self._refresh(entry)
+                self._catch_up([entry.wid.id])
                 if entry.owner != owner or entry.summary is None:
                     return
                 rec = Release(

@@ -462,6 +462,25 @@ def test_a_handle_two_generations_behind_reloads(root: pathlib.Path) -> None:
         assert idle._rgen == store._rgen
 
 
+def test_a_handle_that_falls_behind_inside_a_locked_section(root: pathlib.Path) -> None:
+    with FileStore(root, durability="none") as store, FileStore(root, durability="none") as idle:
+        runs = _population(store)
+        idle.read("w1")
+        s = runs[1]
+        assert idle.claim("I", now=T0, limit=1).runs  # something idle owns
+        store.CHECKPOINT_BYTES = 2048
+        store._compact_at = 2048
+        _churn(store, runs, 1000)
+        with idle._mu:  # as if the compactions happened between its _sync and its lock
+            [result] = idle._append_batches([batch(s, signal("late"))])
+            assert result.ok and idle._behind
+            n = len(store.read("w1"))
+            [decision] = idle._append_batches([batch(s, wtc(n), expected=n)])
+            assert decision.ok, decision.error
+        assert idle.read("w1") == store.read("w1")
+        assert not idle._behind and _view(idle) == _view(store)
+
+
 def test_after_a_reboot_the_logs_are_checked(
     root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -829,3 +848,15 @@ def test_memory_store_pages_past_an_id_with_a_lone_surrogate() -> None:
         assert [i.id for i in store.list(page_size=2, page_token=page.next_page_token).items] == [
             "a"
         ]
+
+
+@pytest.mark.ci
+def test_crash_kill_while_compacting(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that snapshot the index every few KiB of journal, killed at random."""
+    tiny = "import stores.file\nstores.file.FileStore.CHECKPOINT_BYTES = 4096\n"
+    monkeypatch.setattr(crashkit, "WORKER", tiny + crashkit.WORKER)
+    report = _crash_kill(f"file:{tmp_path / 'store'}?durability=none", tmp_path, kills=40)
+    assert report.kills >= 40, report
+    assert len(list((tmp_path / "store" / "index").glob("snapshot.*"))) >= 1
