@@ -1194,9 +1194,7 @@ class FileStore:
                 for d in dirs:
                     _fsync_dir(d)
             elif self.durability == "flush":
-                self._unsynced.update(plan.data)
-                if time.monotonic() - self._last_sync >= _FLUSH_EVERY:
-                    self._flush()
+                self._unsynced.update(plan.data)  # synced by _flush, outside the locks
         except BaseException:
             self._rollback(plan)
             raise
@@ -1222,7 +1220,10 @@ class FileStore:
                 with contextlib.suppress(OSError, CorruptionError):
                     self._refresh(run)
 
-    def _flush(self) -> None:
+    def _flush(self, *, due: bool = False) -> None:
+        """Sync the logs written since the last sync (``due``: only if a second has passed)."""
+        if due and time.monotonic() - self._last_sync < _FLUSH_EVERY:
+            return
         for run in list(self._unsynced):
             fd = self._log_fds.get(run)
             if fd is not None:
@@ -1488,6 +1489,8 @@ class FileStore:
                 self._plan_create(plan, started)
                 self._commit(plan)
             self._effects(plan)
+            if self._unsynced:
+                self._flush(due=True)
 
     def append(self, batches: Sequence[AppendBatch]) -> list[AppendResult]:
         for batch in batches:  # bad input refuses the whole call before anything lands
@@ -1497,7 +1500,10 @@ class FileStore:
             if not batches:
                 return []
             self._sync()
-            return self._append_batches(batches)
+            results = self._append_batches(batches)
+            if self._unsynced:
+                self._flush(due=True)
+            return results
 
     def read(self, workflow_id: str, run_id: str | None = None, after: int = 0) -> list[Event]:
         with self._mu:

@@ -541,6 +541,59 @@ def test_claims_touch_no_closed_run(root: pathlib.Path) -> None:
         assert store.claim("A", now=at(10**6), limit=1000).runs == [ref(live)]
 
 
+def _count_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return calls
+
+
+def test_fsync_syncs_each_log_once_per_call(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FileStore(root, durability="fsync") as store:
+        runs = [started(f"w{i}") for i in range(3)]
+        for s in runs:
+            store.create(s)
+        calls = _count_syncs(monkeypatch)
+        a, b, c = runs
+        group = [batch(a, signal()), batch(b, signal()), batch(a, signal()), batch(c, signal())]
+        assert [r.index for r in store.append(group)] == [1, 1, 2, 1]
+        assert len(calls) == 3  # group commit: one fdatasync per log touched
+        calls.clear()
+        append_ok(store, batch(a, signal()))
+        assert len(calls) == 1
+
+
+@pytest.mark.parametrize("durability", ["flush", "none"])
+def test_lower_levels_leave_syncing_to_the_os(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    monkeypatch.setattr("stores.file._FLUSH_EVERY", 3600.0)
+    store = FileStore(root, durability=durability)
+    runs = [started(f"w{i}") for i in range(3)]
+    for s in runs:
+        store.create(s)
+    calls = _count_syncs(monkeypatch)
+    for i in range(30):
+        append_ok(store, batch(runs[i % 3], signal()))
+    assert calls == []
+    monkeypatch.setattr("stores.file._FLUSH_EVERY", 0.0)
+    append_ok(store, batch(runs[0], signal()))
+    assert len(calls) == (3 if durability == "flush" else 0)  # every log written since
+    calls.clear()
+    monkeypatch.setattr("stores.file._FLUSH_EVERY", 3600.0)
+    append_ok(store, batch(runs[1], signal()))
+    assert calls == []
+    store.close()  # a clean stop is durable at "flush"
+    assert len(calls) == (1 if durability == "flush" else 0)
+
+
 def test_bad_arguments(root: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="durability"):
         FileStore(root, durability="sometimes")
