@@ -33,13 +33,16 @@ Theory of operation
   tail.  An ``append`` of many ids takes their locks in name order (no
   deadlock); cross-run effects (a child's start, a parent's notice) run after
   the batch's locks are released, each under its target's lock.  The journal
-  lock is held only to write one journal record group; nothing waits for
-  another lock while holding it.
+  lock is held to write one group of records (or a snapshot, when compacting);
+  nothing waits for another lock while holding it.
 * **Journal before log.**  A writer, holding the id's lock, journals a ``Touch``
   record for the run *before* writing the log.  Other handles tail the journal
   on every call; a touched run is re-read from its log under the id's lock
-  (shared), which waits out a writer still busy with it.  So a process killed
-  between the two writes leaves a harmless touch, never an unseen append.
+  (shared), which waits out a writer still busy with it (``claim`` does not
+  wait: such a run is read on a later call, and ``claim`` asks to be called
+  again soon).  So a process killed between the two writes leaves a harmless
+  touch, never an unseen append.  The ready index holds running runs only, so
+  a poll never touches a closed run.
 * **Claims** are journal records written under the id's lock; an owner is alive
   exactly while its liveness lock is held (``stores._liveness``: the kernel drops
   it when the process dies, so its runs are claimable at once).  As the protocol
@@ -58,8 +61,8 @@ Theory of operation
   effects and journals what changed.  Without a snapshot, the index is rebuilt
   from the logs alone.
 
-Durability (each level is a test that cuts a file or kills a process)
----------------------------------------------------------------------
+Durability
+----------
 
 * ``"fsync"``: ``append`` returns after ``fdatasync`` of every log it wrote (one
   per file: group commit) and of the directories of new files.  Survives
@@ -77,7 +80,9 @@ Durability (each level is a test that cuts a file or kills a process)
   no level does that.
 
 At every level a batch torn by a crash is dropped whole (the next append
-truncates it), and damage inside a log raises ``CorruptionError``.
+truncates it), and damage inside a log raises ``CorruptionError``.  The tests
+cut a log at every byte of its last batch, flip bytes, count the syncs of each
+level, and ``kill -9`` worker processes mid-flight (``tests/test_store_file.py``).
 """
 
 from __future__ import annotations
