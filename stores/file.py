@@ -827,7 +827,7 @@ class FileStore:
         while len(self._log_fds) > _FD_CACHE:
             old, old_fd = self._log_fds.popitem(last=False)
             if old in self._unsynced:
-                os.fdatasync(old_fd)
+                _datasync(old_fd)
                 self._unsynced.discard(old)
             os.close(old_fd)
         return fd
@@ -1193,7 +1193,7 @@ class FileStore:
             if self.durability == "fsync":
                 dirs = set()
                 for run in plan.data:
-                    os.fdatasync(self._log_fd(run))
+                    _datasync(self._log_fd(run))
                     if run in plan.new:
                         dirs.add(run.wid.dir)
                 for d in dirs:
@@ -1232,7 +1232,7 @@ class FileStore:
         for run in list(self._unsynced):
             fd = self._log_fds.get(run)
             if fd is not None:
-                os.fdatasync(fd)
+                _datasync(fd)
         self._unsynced.clear()
         self._last_sync = time.monotonic()
 
@@ -1772,6 +1772,11 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:  # pragma: no cover - regular files write or raise
             raise OSError(errno.EIO, "short write")
         view = view[written:]
+
+
+def _datasync(fd: int) -> None:
+    """``fdatasync`` where the OS has it (Linux), else ``fsync`` (macOS)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _fsync_dir(path: pathlib.Path) -> None:
