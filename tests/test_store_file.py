@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from signal import SIGTERM, SIGUSR1
@@ -35,6 +35,7 @@ from engine import (
     activity,
     workflow,
 )
+from engine._info import IdReusePolicy
 from engine.events import (
     ChildWorkflowCompleted,
     Json,
@@ -57,6 +58,7 @@ from tests.store_conformance import (
     child_started,
     claimed,
     close,
+    closer,
     decide,
     history,
     link,
@@ -909,3 +911,97 @@ def test_crash_kill_while_compacting(
     report = _crash_kill(f"file:{tmp_path / 'store'}?durability=none", tmp_path, kills=40)
     assert report.kills >= 40, report
     assert len(list((tmp_path / "store" / "index").glob("snapshot.*"))) >= 1
+
+
+# --------------------------------------------------------------------------- against MemoryStore
+
+
+def _step(pick: Callable[[str | None], Store], rng: random.Random, known: list[Any], i: int) -> Any:
+    """One random operation (the same ``rng`` state, the same operation and outcome).
+
+    ``pick(owner)`` is the store handle to use (the one that claims for ``owner``).
+    """
+    op = rng.choice(["create", "signal", "decide", "close", "child", "heartbeat", "claim", "read"])
+    wid = rng.choice(["a", "b", "C", "\u00e9", "../d"])
+    store = pick(None)
+    try:
+        if op == "create" or not known:
+            s = started(wid, run_id=f"r{i}", time=at(i))
+            store.create(s, id_reuse=rng.choice(list(IdReusePolicy)))
+            known.append(s)
+            return ("created", s.run_id)
+        s = rng.choice(known)
+        n = len(store.read(s.workflow_id, s.run_id))
+        b: AppendBatch | None = None
+        if op == "read":
+            return store.read(s.workflow_id), store.describe(s.workflow_id)
+        if op == "signal":
+            b = batch(s, signal())
+        elif op == "decide":
+            expected = rng.choice([n, n - 1, n + 1])
+            b = batch(s, wtc(expected, f"d{i}"), scheduled(i), expected=expected)
+        elif op == "close":
+            status = rng.choice([Status.COMPLETED, Status.FAILED, Status.TERMINATED])
+            events = [closer(status, at(i))]
+            if status is not Status.TERMINATED:  # a decision closes it
+                events.insert(0, wtc(n, f"x{i}"))
+            b = batch(s, *events, expected=None if len(events) == 1 else n)
+        elif op == "child":
+            kid = started(rng.choice(["k1", "k2", "a"]), run_id=f"k{i}", parent=link(s, i))
+            b = batch(
+                s, wtc(n, f"c{i}"), child_started(i, kid.workflow_id), expected=n, starts=[kid]
+            )
+        elif op == "heartbeat":
+            return store.heartbeat(ref(s), rng.choice([1, i]), Json(text=str(i)))
+        if b is not None:
+            return [type(r.error) if r.error else r.index for r in store.append([b])]
+        owner = rng.choice(["A", "B"])
+        got = pick(owner).claim(owner, now=at(i), limit=1000)
+        for r in sorted(got.runs, key=lambda r: (r.workflow_id, r.run_id)):
+            if rng.random() < 0.7:
+                other = rng.choice(["A", "B"])
+                pick(other).release(other, r, not_before=at(i + 5), blocked=rng.choice([None, "x"]))
+        return sorted((r.workflow_id, r.run_id) for r in got.runs), got.next_due
+    except Exception as exc:  # the same refusal from both
+        return type(exc)
+
+
+def _state(store: Store) -> Any:
+    infos = sorted(store.runs(), key=lambda i: (i.id, i.run_id))
+    return infos, [store.read(i.id, i.run_id) for i in infos], store.list(page_size=3).counts
+
+
+@pytest.mark.parametrize("handles", [1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_operations_match_the_memory_store(
+    root: pathlib.Path, seed: int, handles: int
+) -> None:
+    """The same random operations on a MemoryStore and on one or two FileStore handles."""
+    memory = MemoryStore()
+    files = [FileStore(root, durability="none") for _ in range(handles)]
+    toss = random.Random(-seed)
+
+    def pick(owner: str | None) -> Store:
+        if owner is not None:
+            return files[("A", "B").index(owner) % handles]
+        return files[toss.randrange(handles)]
+
+    try:
+        mine: list[Any] = []
+        theirs: list[Any] = []
+        rng_m, rng_f = random.Random(seed), random.Random(seed)
+        for i in range(1, 160):
+            expected = _step(lambda _owner: memory, rng_m, theirs, i)
+            assert _step(pick, rng_f, mine, i) == expected, i
+            if i % 50 == 0:  # and from the disk again (claims end with their handles)
+                for k, handle in enumerate(files):
+                    handle.close()
+                    files[k] = FileStore(root, durability="none")
+                for owner in ("A", "B"):
+                    memory._drop_owner(owner)
+            for handle in files:
+                assert _state(handle) == _state(memory), i
+    finally:
+        for handle in files:
+            handle.close()
+        memory.close()
