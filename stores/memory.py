@@ -16,14 +16,13 @@ import builtins
 import contextlib
 import heapq
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self
-
-import msgspec
 
 from engine._errors import (
     WorkflowAlreadyStartedError,
@@ -56,7 +55,6 @@ def _check_ids(workflow_id: object, run_id: object) -> None:
 
 
 _Token = tuple[datetime, str, str]
-_token_decoder: msgspec.json.Decoder[_Token] = msgspec.json.Decoder(_Token)
 
 
 def _list_order(info: WorkflowInfo) -> _Token:
@@ -64,15 +62,24 @@ def _list_order(info: WorkflowInfo) -> _Token:
 
 
 def _encode_token(info: WorkflowInfo) -> str:
-    """The last item's sort key: the next page starts strictly after it."""
-    return msgspec.json.encode(_list_order(info)).decode()
+    """The last item's sort key: the next page starts strictly after it.
+
+    NB: the stdlib's JSON, which escapes a lone surrogate in an id (msgspec refuses it).
+    """
+    return json.dumps([info.start_time.isoformat(), info.id, info.run_id])
 
 
 def _decode_token(token: str) -> _Token:
     try:
-        return _token_decoder.decode(token)
-    except msgspec.DecodeError:
+        when, wid, rid = json.loads(token)
+        if not (isinstance(when, str) and isinstance(wid, str) and isinstance(rid, str)):
+            raise ValueError
+        start = datetime.fromisoformat(when)
+        if start.tzinfo is None:
+            raise ValueError
+    except (ValueError, TypeError):
         raise ValueError(f"invalid page token {token!r}") from None
+    return start, wid, rid
 
 
 class _Run:
