@@ -46,6 +46,7 @@ __all__ = [
     "check_decision",
     "check_start",
     "child_refused",
+    "is_repeated_child",
     "parent_notice",
 ]
 
@@ -269,6 +270,19 @@ def parent_notice(summary: RunSummary) -> tuple[str, str, Event] | None:
             error = Failure(type="WorkflowTerminated", message=closing.reason or "terminated")
         event = ChildWorkflowFailed(time=closing.time, seq=parent.seq, error=error, run_id=run_id)
     return parent.workflow_id, parent.run_id, event
+
+
+def is_repeated_child(started: WorkflowStarted, runs: Sequence[RunSummary]) -> bool:
+    """Whether a batch's child start names a child that already exists (a retried decision).
+
+    A child's next run (continue-as-new) keeps its parent link but is not a repeat.
+    """
+    return (
+        started.parent is not None
+        and started.continued_from is None
+        and bool(runs)
+        and runs[-1].started.parent == started.parent
+    )
 
 
 def child_refused(started: WorkflowStarted, exc: Exception) -> tuple[str, str, Event]:

@@ -155,7 +155,14 @@ from ._fileformat import (
 )
 from ._liveness import Liveness
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef
-from ._summary import RunSummary, check_decision, check_start, child_refused, parent_notice
+from ._summary import (
+    RunSummary,
+    check_decision,
+    check_start,
+    child_refused,
+    is_repeated_child,
+    parent_notice,
+)
 
 __all__ = ["FileStore"]
 
@@ -1103,12 +1110,7 @@ class FileStore:
             return
         wid = self._wid(started.workflow_id)
         runs = self._summaries(wid)
-        if (
-            started.parent is not None
-            and started.continued_from is None
-            and runs
-            and runs[-1].started.parent == started.parent
-        ):
+        if is_repeated_child(started, runs):
             return  # this child exists already (a retried decision)
         try:
             check_start(started, runs, IdReusePolicy.ALLOW_DUPLICATE)

@@ -120,7 +120,14 @@ from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
 from ._liveness import Liveness
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef
-from ._summary import RunSummary, check_decision, check_start, child_refused, parent_notice
+from ._summary import (
+    RunSummary,
+    check_decision,
+    check_start,
+    child_refused,
+    is_repeated_child,
+    parent_notice,
+)
 
 __all__ = ["Durability", "SQLiteStore"]
 
@@ -650,12 +657,7 @@ class SQLiteStore:
     def _start_from(self, started: WorkflowStarted) -> None:
         """A run started by a batch: a child (idempotent by parent link) or a continuation."""
         runs = self._chain(started.workflow_id)
-        if (
-            started.parent is not None
-            and started.continued_from is None  # a child's next run keeps its parent link
-            and runs
-            and runs[-1].started.parent == started.parent
-        ):
+        if is_repeated_child(started, runs):
             return  # this child exists already (a retried decision)
         try:
             check_start(started, runs, IdReusePolicy.ALLOW_DUPLICATE)
