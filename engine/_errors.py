@@ -12,7 +12,8 @@
     ├── WorkflowNotFoundError      no such workflow id
     ├── WorkflowAlreadyClosedError the run is closed (a signal or result came too late)
     ├── ConflictError              a decision lost the race to another decision (stores)
-    └── CorruptionError            stored bytes fail their checksum or hash (stores, CAS)
+    ├── CorruptionError            stored bytes fail their checksum or hash (stores, CAS)
+    └── StoreError                 the store itself failed (I/O error, disk full, busy too long)
 
 Backends translate their own exceptions (sqlite3, OS locks, Azure SDK) into these
 with ``raise ... from exc``.  ``TimeoutError`` (a ``WaitSignal`` deadline) is the
@@ -101,3 +102,10 @@ class RemoteError(Exception):
         self.type = type
         self.message = message
         self.traceback = traceback
+
+
+class StoreError(WorkflowError):
+    """The store could not do what was asked (I/O error, disk full, busy past its timeout).
+
+    ``__cause__`` holds the backend's own exception.
+    """

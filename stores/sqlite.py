@@ -96,6 +96,7 @@ import msgspec
 
 from engine._errors import (
     CorruptionError,
+    StoreError,
     WorkflowAlreadyStartedError,
     WorkflowError,
     WorkflowNotFoundError,
@@ -394,7 +395,7 @@ class SQLiteStore:
     def _setup(self) -> None:
         conn = self._conn
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-            raise WorkflowError(f"SQLite store {self.path}: cannot switch to WAL mode")
+            raise StoreError(f"SQLite store {self.path}: cannot switch to WAL mode")
         try:
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -403,7 +404,7 @@ class SQLiteStore:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif version != _SCHEMA_VERSION:
-                raise WorkflowError(
+                raise StoreError(
                     f"SQLite store {self.path} has schema version {version}; this version of "
                     f"Temporal++ reads version {_SCHEMA_VERSION}"
                 )
@@ -424,9 +425,9 @@ class SQLiteStore:
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
             return CorruptionError(f"SQLite store {self.path} is damaged: {exc}")
         if _busy(exc):
-            return WorkflowError(f"SQLite store {self.path} stayed busy for {self._timeout} s")
+            return StoreError(f"SQLite store {self.path} stayed busy for {self._timeout} s")
         # NB: the error tree has no store-failure error (disk full, I/O error) yet
-        return WorkflowError(f"SQLite store {self.path} failed: {exc}")
+        return StoreError(f"SQLite store {self.path} failed: {exc}")
 
     def _retrying(self, attempt: Callable[[], _T]) -> _T:
         """``attempt()``, again while the database is busy, for up to ``timeout`` seconds."""

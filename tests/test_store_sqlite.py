@@ -27,7 +27,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck
 
-from engine import ConflictError, CorruptionError, Status, WorkflowError
+from engine import ConflictError, CorruptionError, Status, StoreError, WorkflowError
 from engine._errors import WorkflowAlreadyClosedError, WorkflowNotFoundError
 from engine.events import Json, SignalReceived, WorkflowTaskCompleted, with_index
 from stores import AppendBatch, RunRef, Store
@@ -326,7 +326,7 @@ def test_a_busy_database_is_waited_for_then_an_engine_error(db: pathlib.Path) ->
             assert time.monotonic() - t0 >= 0.15
             timer.join()
             blocker.execute("BEGIN IMMEDIATE")
-            with pytest.raises(WorkflowError, match="busy") as info:
+            with pytest.raises(StoreError, match="busy") as info:
                 store.append([batch(s, signal())])
             assert "locked" not in str(info.value)
             assert isinstance(info.value.__cause__, sqlite3.OperationalError)
