@@ -91,6 +91,7 @@ import bisect
 import builtins
 import contextlib
 import errno
+import functools
 import heapq
 import itertools
 import os
@@ -100,16 +101,17 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 import msgspec
 import portalocker
 
 from engine._errors import (
     CorruptionError,
+    StoreError,
     WorkflowAlreadyStartedError,
     WorkflowError,
     WorkflowNotFoundError,
@@ -282,6 +284,22 @@ class _Plan:
         self.new: set[_Run] = set()
         self.fx: set[_Run] = set()
         self.effects: list[tuple[Any, ...]] = []
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _store_errors(method: _F) -> _F:
+    """Translate the OS's errors (disk full, I/O error) into ``StoreError``, with the cause."""
+
+    @functools.wraps(method)
+    def wrapper(self: FileStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise StoreError(f"file store {self._root}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class FileStore:
@@ -1459,6 +1477,7 @@ class FileStore:
         if self._closed:
             raise RuntimeError("this FileStore is closed")
 
+    @_store_errors
     def create(
         self,
         started: WorkflowStarted,
@@ -1499,6 +1518,7 @@ class FileStore:
             if self._unsynced:
                 self._flush(due=True)
 
+    @_store_errors
     def append(self, batches: Sequence[AppendBatch]) -> list[AppendResult]:
         for batch in batches:  # bad input refuses the whole call before anything lands
             _check_ids(batch.workflow_id, batch.run_id)
@@ -1512,6 +1532,7 @@ class FileStore:
                 self._flush(due=True)
             return results
 
+    @_store_errors
     def read(self, workflow_id: str, run_id: str | None = None, after: int = 0) -> list[Event]:
         with self._mu:
             self._check_open()
@@ -1521,6 +1542,7 @@ class FileStore:
                 return self._events(run, 0)[after:]
             return self._events(run, after)
 
+    @_store_errors
     def describe(self, workflow_id: str, run_id: str | None = None) -> WorkflowInfo:
         with self._mu:
             self._check_open()
@@ -1529,6 +1551,7 @@ class FileStore:
             assert summary is not None
             return summary.info()
 
+    @_store_errors
     def list(
         self,
         *,
@@ -1575,6 +1598,7 @@ class FileStore:
             token = dumps(_list_order(page[-1])).decode()  # ASCII even for lone surrogates
         return WorkflowPage(items=page, next_page_token=token, counts=counts)
 
+    @_store_errors
     def runs(self) -> Iterator[WorkflowInfo]:
         with self._mu:
             self._check_open()
@@ -1582,6 +1606,7 @@ class FileStore:
             infos = [r.summary.info() for r in self._runs.values() if r.summary is not None]
         return iter(infos)
 
+    @_store_errors
     def claim(
         self,
         owner: str,
@@ -1651,6 +1676,7 @@ class FileStore:
             self._set_owner(run, owner)
             return True
 
+    @_store_errors
     def renew(self, owner: str, *, lease: float = 30.0) -> builtins.list[RunRef]:
         with self._mu:
             self._check_open()
@@ -1660,6 +1686,7 @@ class FileStore:
                 return []
             return [run.ref for run in self._owner_runs.get(owner, ())]
 
+    @_store_errors
     def release(
         self,
         owner: str,
@@ -1690,6 +1717,7 @@ class FileStore:
                 self._journal([rec])
                 self._released(entry, rec)
 
+    @_store_errors
     def heartbeat(self, run: RunRef, seq: int, details: Payload | None = None) -> Payload | None:
         with self._mu:
             self._check_open()

@@ -999,3 +999,24 @@ def test_random_operations_match_the_memory_store(
         for handle in files:
             handle.close()
         memory.close()
+
+
+def test_os_errors_surface_as_store_errors(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from engine import StoreError
+
+    with FileStore(tmp_path / "store", durability="none") as store:
+        store.create(started("disk-full"))
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", full)
+        with pytest.raises(StoreError, match="No space left") as info:
+            store.create(started("another"))
+        assert isinstance(info.value.__cause__, OSError)
+        monkeypatch.undo()
+        assert [i.id for i in store.list().items] == ["disk-full"]
