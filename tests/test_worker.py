@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import engine.testing as engine_testing
 from engine import (
     ActivityError,
     All,
@@ -44,6 +45,8 @@ from engine.events import (
     ActivityAttemptFailed,
     ActivityCompleted,
     ActivityFailed,
+    Json,
+    SignalReceived,
     TimerCancelled,
     WorkflowTaskCompleted,
 )
@@ -639,3 +642,47 @@ def test_outcomes_of_many_runs_are_group_committed() -> None:
     # each round's outcomes (one per run) and the decisions they trigger: one call
     assert max(store.calls) == 10
     assert store.calls == [10, 10, 10, 10]  # the first decisions, then one per round
+
+
+class RacingStore(MemoryStore):
+    """Slips a signal in just before the worker's next append of a given shape."""
+
+    def __init__(self, first_kind: str) -> None:
+        super().__init__()
+        self.first_kind = first_kind
+        self.raced = 0
+
+    def append(self, batches: Sequence[AppendBatch]) -> list[AppendResult]:
+        for b in batches:
+            first = type(b.events[0]).__name__ if b.events else ""
+            if self.raced == 0 and b.expected_length is not None and first == self.first_kind:
+                self.raced += 1
+                signal = SignalReceived(time=b.events[0].time, name="go", payload=Json(text="10"))
+                super().append(
+                    [AppendBatch(workflow_id=b.workflow_id, run_id=b.run_id, events=[signal])]
+                )
+        return super().append(batches)
+
+
+@workflow
+def racer() -> Gen:
+    x = yield ScheduleActivity(step, 1)
+    s = yield WaitSignal("go")
+    return x + s
+
+
+@pytest.mark.parametrize("first_kind", ["ActivityCompleted", "WorkflowTaskCompleted"])
+def test_a_signal_racing_an_append_is_never_lost_nor_duplicated(first_kind: str) -> None:
+    # ActivityCompleted: the coalesced (outcome + decision) batch must land exactly where
+    # it was made, so the race is a ConflictError and the worker decides again;
+    # WorkflowTaskCompleted: a plain decision lands after the signal and the cache is reread.
+    store = RacingStore(first_kind)
+    client = Client(store)
+    wid = client.start(racer)
+    Worker(store, workflows=[racer], activities=[step]).run_until_idle()
+    assert store.raced == 1
+    assert client.result(wid) == 11
+    history = client.history(wid)
+    assert sum(isinstance(e, ActivityCompleted) for e in history) == 1
+    assert sum(isinstance(e, SignalReceived) for e in history) == 1
+    engine_testing.assert_deterministic(racer, history)
