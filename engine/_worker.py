@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -38,7 +38,12 @@ from ._clock import Clock, SystemClock, VirtualClock
 from ._codec import Codec, JsonCodec
 from ._context import ActivityContext, reset_context, set_context
 from ._defs import ActivityDefinition, activity_definition, workflow_definition
-from ._errors import ConflictError, NonDeterminismError, WorkflowError
+from ._errors import (
+    ConflictError,
+    NonDeterminismError,
+    WorkflowAlreadyClosedError,
+    WorkflowError,
+)
 from ._events import (
     ActivityAttemptFailed,
     ActivityCompleted,
@@ -57,6 +62,8 @@ from ._interpreter import Interpreter, failure_from
 from ._retry import RetryPolicy
 
 __all__ = ["Worker"]
+
+log = logging.getLogger("temporalpp.worker")
 
 _DEFAULT_RETRY = RetryPolicy()
 
@@ -459,6 +466,7 @@ class Worker:
 
     def _block(self, ref: RunRef, inputs: Sequence[Event], reason: str) -> None:
         """Give back a run this worker cannot advance, keeping the outcomes it brought."""
+        log.warning("workflow %s run %s is blocked: %s", ref.workflow_id, ref.run_id, reason)
         self._evict(ref)
         if inputs:  # the outcomes are facts whatever the code says
             self.store.append(
@@ -573,12 +581,12 @@ class Worker:
             if fn is not None:
                 definition = self._activities[ev.activity_type] = activity_definition(fn)
         if definition is None:
-            self._release(
+            self._block(
                 ref,
-                blocked=f"activity type {ev.activity_type!r} is not registered with worker "
+                (),
+                f"activity type {ev.activity_type!r} is not registered with worker "
                 f"{self.identity} (it knows {sorted(self._activities) or 'none'})",
             )
-            self._evict(ref)
             return
         attempt = act.attempts + 1
         stored = self.store.heartbeat(ref, ev.seq)
@@ -609,9 +617,12 @@ class Worker:
             self._pool.submit(self._execute, *job)
 
     def _heartbeat(self, ref: RunRef, seq: int, details: Any) -> None:
-        # a closed run takes no heartbeats: the activity's result will be ignored anyway
-        with contextlib.suppress(WorkflowError):
+        try:
             self.store.heartbeat(ref, seq, self.codec.encode(details))
+        except WorkflowAlreadyClosedError:
+            pass  # the run closed: the activity's result will be ignored anyway
+        except WorkflowError as exc:  # the store failed: the activity carries on regardless
+            log.warning("heartbeat of %s activity %d not stored: %s", ref.workflow_id, seq, exc)
 
     def _execute(
         self,

@@ -378,11 +378,15 @@ def test_continue_as_new_chains_and_result_follows() -> None:
     assert client.history(wid)[0].continued_from is not None
 
 
-def test_unknown_types_block_the_run_until_fixed_code_arrives() -> None:
+def test_unknown_types_block_the_run_until_fixed_code_arrives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store, client, _, clock = setup()
     wid = client.start("pricing", {"sku": "s", "cents": 2})
     stranger = Worker(store, workflows=[retrying], activities=[flaky], clock=clock)
-    stranger.run_until_idle(skip_time=True)
+    with caplog.at_level("WARNING", logger="temporalpp.worker"):
+        stranger.run_until_idle(skip_time=True)
+    assert f"workflow {wid} run" in caplog.text and "not registered" in caplog.text
     info = client.describe(wid)
     assert info.status is Status.RUNNING and "not registered" in (info.blocked or "")
     half = Worker(store, workflows=[pricing], clock=clock)  # knows the workflow, not the activity
