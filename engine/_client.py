@@ -31,8 +31,8 @@ from ._events import (
     WorkflowTaskCompleted,
     WorkflowTerminated,
 )
+from ._failures import remote_error
 from ._info import IdReusePolicy, Status, WorkflowInfo
-from ._interpreter import _remote
 
 __all__ = ["Client", "run"]
 
@@ -211,7 +211,7 @@ class Client:
             case WorkflowFailed(error=error):
                 raise WorkflowFailedError(
                     f"workflow {info.id!r} failed: {error.type}: {error.message}"
-                ) from _remote(error)
+                ) from remote_error(error)
             case WorkflowTerminated(reason=reason):
                 raise WorkflowFailedError(
                     f"workflow {info.id!r} was terminated: {reason or 'no reason given'}"

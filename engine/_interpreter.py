@@ -38,7 +38,6 @@ h11's ERROR state): build a new one and replay.
 
 from __future__ import annotations
 
-import traceback
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, datetime
@@ -69,7 +68,6 @@ from ._errors import (
     ChildWorkflowError,
     ConflictError,
     NonDeterminismError,
-    RemoteError,
 )
 from ._events import (
     CLOSING_EVENTS,
@@ -84,7 +82,6 @@ from ._events import (
     ChildWorkflowStarted,
     CommandRecord,
     Event,
-    Failure,
     MarkerRecorded,
     Payload,
     SignalReceived,
@@ -99,17 +96,12 @@ from ._events import (
     WorkflowTaskCompleted,
     WorkflowTerminated,
 )
+from ._failures import failure_from, remote_error
 from ._retry import RetryPolicy
+from ._waits import ACTIVITY, ALL, ANY, CHILD, SIGNAL, TIMEOUT, TIMER, Group, Leaf, Wait
 
 __all__ = ["Decision", "Interpreter", "decide", "failure_from"]
 
-_ACTIVITY: Final = "activity"
-_CHILD: Final = "child"
-_TIMER: Final = "timer"
-_SIGNAL: Final = "signal"
-_ALL: Final = "all"
-_ANY: Final = "any"
-_TIMEOUT: Final = "timeout"
 _BLOCKED: Final = object()
 _ITER_CODE = _Command.__iter__.__code__
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -137,73 +129,6 @@ class Decision:
 
     def __repr__(self) -> str:
         return f"Decision({self.events!r})"
-
-
-class _Wait:
-    __slots__ = ("done", "parent", "seq", "slot")
-
-    def __init__(self, seq: int, parent: _Group | None, slot: int) -> None:
-        self.seq = seq
-        self.parent = parent
-        self.slot = slot
-        self.done = False
-
-
-class _Leaf(_Wait):
-    __slots__ = ("child_id", "kind", "name", "rtype")
-
-    def __init__(
-        self, seq: int, parent: _Group | None, slot: int, kind: str, name: str, rtype: Any
-    ) -> None:
-        # NB: no super().__init__(): a leaf is made per command, on the replay hot path
-        self.seq = seq
-        self.parent = parent
-        self.slot = slot
-        self.done = False
-        self.kind = kind
-        self.name = name
-        self.rtype = rtype
-        self.child_id = ""  # a child workflow's id, for ChildWorkflowError
-
-
-class _Group(_Wait):
-    __slots__ = ("children", "mode", "remaining", "results")
-
-    def __init__(self, seq: int, parent: _Group | None, slot: int, mode: str, size: int) -> None:
-        super().__init__(seq, parent, slot)
-        self.mode = mode
-        self.children: list[_Wait] = []
-        self.results: list[Any] = [None] * size
-        self.remaining = size
-
-
-def failure_from(exc: BaseException) -> Failure:
-    """An exception as a ``Failure`` (type, message, traceback, cause chain)."""
-    if isinstance(exc, RemoteError):
-        kind, message, tb = exc.type, exc.message, exc.traceback
-    else:
-        cls = type(exc)
-        kind = (
-            cls.__qualname__
-            if cls.__module__ == "builtins"
-            else f"{cls.__module__}.{cls.__qualname__}"
-        )
-        message = str(exc)
-        tb = "".join(traceback.format_exception(exc, chain=False))
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return Failure(
-        type=kind,
-        message=message,
-        traceback=tb,
-        cause=failure_from(cause) if cause is not None else None,
-    )
-
-
-def _remote(failure: Failure) -> RemoteError:
-    err = RemoteError(failure.type, failure.message, failure.traceback)
-    if failure.cause is not None:
-        err.__cause__ = _remote(failure.cause)
-    return err
 
 
 def _describe(item: Any) -> str:
@@ -272,11 +197,11 @@ class Interpreter:
         self._seen = 0
         self._inbox: deque[tuple[int, Event]] = deque()
         self._next_seq = 1
-        self._leaves: dict[int, _Leaf] = {}
-        self._signal_waiters: list[_Leaf] = []
+        self._leaves: dict[int, Leaf] = {}
+        self._signal_waiters: list[Leaf] = []
         self._signals: dict[str, deque[tuple[int, Payload]]] = {}  # buffered: (arrival, payload)
         self._arrivals = 0
-        self._current: _Wait | None = None
+        self._current: Wait | None = None
         self._resume: tuple[Any, BaseException | None] | None = None
         self._cancel_requested = False
         self._patches: dict[str, bool] = {}
@@ -717,7 +642,7 @@ class Interpreter:
             self._current = node
         return _BLOCKED
 
-    def _open_activity(self, cmd: ScheduleActivity, parent: _Group | None, slot: int) -> _Wait:
+    def _open_activity(self, cmd: ScheduleActivity, parent: Group | None, slot: int) -> Wait:
         # NB: everything that can reject the command is checked before it takes a
         # sequence number, and on replay too, so a rejected command (thrown into
         # the workflow) shifts nothing and replays exactly as it ran.
@@ -769,7 +694,7 @@ class Interpreter:
                     heartbeat_timeout=heartbeat_timeout,
                 )
             )
-        leaf = _Leaf(seq, parent, slot, _ACTIVITY, name, rtype)
+        leaf = Leaf(seq, parent, slot, ACTIVITY, name, rtype)
         self._leaves[seq] = leaf
         return leaf
 
@@ -797,7 +722,7 @@ class Interpreter:
             f"from the recorded ones (set check_args=False on the worker to allow that)"
         )
 
-    def _open_child(self, cmd: StartChildWorkflow, parent: _Group | None, slot: int) -> _Wait:
+    def _open_child(self, cmd: StartChildWorkflow, parent: Group | None, slot: int) -> Wait:
         # NB: checked before taking a sequence number, on replay too (see _open_activity).
         name = type_name(cmd.workflow, "child workflow")
         _check_options(cmd.task_queue, None)
@@ -831,17 +756,17 @@ class Interpreter:
                     task_queue=cmd.task_queue or "",
                 )
             )
-        leaf = _Leaf(seq, parent, slot, _CHILD, name, result_type_of(cmd.workflow))
+        leaf = Leaf(seq, parent, slot, CHILD, name, result_type_of(cmd.workflow))
         leaf.child_id = child_id
         self._leaves[seq] = leaf
         return leaf
 
-    def _open_timer(self, cmd: Timer, parent: _Group | None, slot: int) -> _Wait:
+    def _open_timer(self, cmd: Timer, parent: Group | None, slot: int) -> Wait:
         duration = to_timedelta(cmd.duration, "Timer duration")
         seq = self._next_seq
         self._next_seq = seq + 1
         self._start_timer(seq, duration, cmd)
-        leaf = _Leaf(seq, parent, slot, _TIMER, "", None)
+        leaf = Leaf(seq, parent, slot, TIMER, "", None)
         self._leaves[seq] = leaf
         return leaf
 
@@ -856,38 +781,38 @@ class Interpreter:
                 TimerStarted(time=now, seq=seq, duration=duration, fire_at=now + duration)
             )
 
-    def _open_signal(self, cmd: WaitSignal, parent: _Group | None, slot: int) -> _Wait:
+    def _open_signal(self, cmd: WaitSignal, parent: Group | None, slot: int) -> Wait:
         if not isinstance(cmd.name, str):
             raise TypeError(f"a signal name must be a string, got {cmd.name!r}")
         timeout = None if cmd.timeout is None else to_timedelta(cmd.timeout, "WaitSignal timeout")
         seq = self._next_seq
         self._next_seq = seq + 1
-        self._record(seq, _SIGNAL, cmd.name, timeout.total_seconds() if timeout else 0, cmd)
-        leaf = _Leaf(seq, None, 0, _SIGNAL, cmd.name, Any)
+        self._record(seq, SIGNAL, cmd.name, timeout.total_seconds() if timeout else 0, cmd)
+        leaf = Leaf(seq, None, 0, SIGNAL, cmd.name, Any)
         self._signal_waiters.append(leaf)
         if timeout is None:
             leaf.parent, leaf.slot = parent, slot
             return leaf
         # NB: a deadline is a group racing the signal against a timer of its own.
-        group = _Group(seq, parent, slot, _TIMEOUT, 2)
+        group = Group(seq, parent, slot, TIMEOUT, 2)
         leaf.parent = group
         timer_seq = self._next_seq
         self._next_seq = timer_seq + 1
         self._start_timer(timer_seq, timeout, cmd)
-        timer = _Leaf(timer_seq, group, 1, _TIMER, "", None)
+        timer = Leaf(timer_seq, group, 1, TIMER, "", None)
         self._leaves[timer_seq] = timer
         group.children = [leaf, timer]
         return group
 
-    def _open_group(self, cmd: All | AnyOf, parent: _Group | None, slot: int) -> _Wait:
+    def _open_group(self, cmd: All | AnyOf, parent: Group | None, slot: int) -> Wait:
         members = cmd.commands
-        mode = _ALL if type(cmd) is All else _ANY
-        if mode == _ANY and not members:
+        mode = ALL if type(cmd) is All else ANY
+        if mode == ANY and not members:
             raise ValueError("Any() needs at least one command (it would wait forever)")
         seq = self._next_seq
         self._next_seq = seq + 1
         self._record(seq, mode, "", len(members), cmd)
-        group = _Group(seq, parent, slot, mode, len(members))
+        group = Group(seq, parent, slot, mode, len(members))
         try:
             for i, member in enumerate(members):
                 opener = _OPENERS.get(type(member))
@@ -922,7 +847,7 @@ class Interpreter:
             if rec.name != "side_effect":
                 self._mismatch(seq, rec, cmd)
             if rec.error is not None:
-                raise _remote(rec.error)
+                raise remote_error(rec.error)
             return self._codec.decode(rec.value, rtype)
         # NB: a failing SideEffect is recorded too, and thrown in as the same
         # RemoteError on every replay, so fresh runs and replays behave alike.
@@ -935,7 +860,7 @@ class Interpreter:
             self._out.append(
                 MarkerRecorded(time=self._now, name="side_effect", seq=seq, error=failure)
             )
-            raise _remote(failure) from exc
+            raise remote_error(failure) from exc
         self._out.append(MarkerRecorded(time=self._now, name="side_effect", seq=seq, value=payload))
         return self._codec.decode(payload, rtype)
 
@@ -976,7 +901,7 @@ class Interpreter:
 
     # ------------------------------------------------------------------ resolution
 
-    def _resolve(self, node: _Wait, value: Any, exc: BaseException | None) -> None:
+    def _resolve(self, node: Wait, value: Any, exc: BaseException | None) -> None:
         node.done = True
         parent = node.parent
         if parent is None:
@@ -984,7 +909,7 @@ class Interpreter:
             self._resume = (value, exc)
             return
         mode = parent.mode
-        if mode == _ALL:
+        if mode == ALL:
             if exc is None:
                 parent.results[node.slot] = value
                 parent.remaining -= 1
@@ -992,34 +917,34 @@ class Interpreter:
                     return
                 self._resolve(parent, parent.results, None)
                 return
-        elif mode == _ANY:
+        elif mode == ANY:
             value = (node.slot, value)
-        elif node.slot == 1:  # _TIMEOUT: the deadline won
+        elif node.slot == 1:  # TIMEOUT: the deadline won
             value, exc = None, TimeoutError(f"no signal {parent.children[0].name!r} in time")  # type: ignore[attr-defined]
         for child in parent.children:
             if not child.done:
                 self._abandon(child)
         self._resolve(parent, value, exc)
 
-    def _abandon(self, node: _Wait) -> None:
+    def _abandon(self, node: Wait) -> None:
         if node.done:
             return
         node.done = True
-        if isinstance(node, _Group):
+        if isinstance(node, Group):
             self._abandon_children(node)
             return
-        assert isinstance(node, _Leaf)
-        if node.kind == _SIGNAL:
+        assert isinstance(node, Leaf)
+        if node.kind == SIGNAL:
             self._signal_waiters.remove(node)
             return
         del self._leaves[node.seq]
-        if node.kind == _TIMER:
+        if node.kind == TIMER:
             if self._replaying:
                 self._expect(node.seq, TimerCancelled, TimerCancelled(time=self._now, seq=node.seq))
             else:
                 self._out.append(TimerCancelled(time=self._now, seq=node.seq))
 
-    def _abandon_children(self, group: _Group) -> None:
+    def _abandon_children(self, group: Group) -> None:
         for child in group.children:
             self._abandon(child)
 
@@ -1027,7 +952,7 @@ class Interpreter:
         # NB: of the buffered signals that waiters want, the one that arrived first
         # is delivered first, so an Any of two signal waits takes the earlier signal.
         while True:
-            best: _Leaf | None = None
+            best: Leaf | None = None
             first = 0
             for leaf in self._signal_waiters:
                 queue = self._signals.get(leaf.name)
@@ -1037,7 +962,7 @@ class Interpreter:
                 return
             self._deliver(best, self._signals[best.name].popleft()[1])
 
-    def _deliver(self, leaf: _Leaf, payload: Payload) -> None:
+    def _deliver(self, leaf: Leaf, payload: Payload) -> None:
         self._signal_waiters.remove(leaf)
         try:
             value = self._codec.decode(payload, leaf.rtype)
@@ -1046,7 +971,7 @@ class Interpreter:
         else:
             self._resolve(leaf, value, None)
 
-    def _leaf(self, seq: int, kind: str, event: Event) -> _Leaf | None:
+    def _leaf(self, seq: int, kind: str, event: Event) -> Leaf | None:
         leaf = self._leaves.pop(seq, None)
         if leaf is not None and leaf.kind is kind:
             return leaf
@@ -1062,7 +987,7 @@ class Interpreter:
         )
 
     def _in_activity_completed(self, ev: ActivityCompleted) -> None:
-        leaf = self._leaf(ev.seq, _ACTIVITY, ev)
+        leaf = self._leaf(ev.seq, ACTIVITY, ev)
         if leaf is not None:
             try:
                 value = self._codec.decode(ev.result, leaf.rtype)
@@ -1077,10 +1002,10 @@ class Interpreter:
                 self._resolve(leaf, value, None)
 
     def _in_activity_failed(self, ev: ActivityFailed) -> None:
-        leaf = self._leaf(ev.seq, _ACTIVITY, ev)
+        leaf = self._leaf(ev.seq, ACTIVITY, ev)
         if leaf is not None:
             err = ActivityError(leaf.name, ev.error.type, ev.error.message, ev.attempt)
-            err.__cause__ = _remote(ev.error)
+            err.__cause__ = remote_error(ev.error)
             self._resolve(leaf, None, err)
 
     def _in_attempt_failed(self, ev: ActivityAttemptFailed) -> None:
@@ -1089,12 +1014,12 @@ class Interpreter:
             self._inconsistent(f"ActivityAttemptFailed for unknown sequence number {ev.seq}")
 
     def _in_timer_fired(self, ev: TimerFired) -> None:
-        leaf = self._leaf(ev.seq, _TIMER, ev)
+        leaf = self._leaf(ev.seq, TIMER, ev)
         if leaf is not None:
             self._resolve(leaf, None, None)
 
     def _in_child_completed(self, ev: ChildWorkflowCompleted) -> None:
-        leaf = self._leaf(ev.seq, _CHILD, ev)
+        leaf = self._leaf(ev.seq, CHILD, ev)
         if leaf is not None:
             try:
                 value = self._codec.decode(ev.result, leaf.rtype)
@@ -1104,10 +1029,10 @@ class Interpreter:
                 self._resolve(leaf, value, None)
 
     def _in_child_failed(self, ev: ChildWorkflowFailed) -> None:
-        leaf = self._leaf(ev.seq, _CHILD, ev)
+        leaf = self._leaf(ev.seq, CHILD, ev)
         if leaf is not None:
             err = ChildWorkflowError(leaf.name, leaf.child_id, ev.error.type, ev.error.message)
-            err.__cause__ = _remote(ev.error)
+            err.__cause__ = remote_error(ev.error)
             self._resolve(leaf, None, err)
 
     def _in_signal(self, ev: SignalReceived) -> None:
@@ -1157,7 +1082,7 @@ _COMMANDS: dict[type, Callable[[Interpreter, Any], Any]] = {
     SetQuery: Interpreter._cmd_set_query,
     ContinueAsNew: Interpreter._cmd_continue_as_new,
 }
-_OPENERS: dict[type, Callable[[Interpreter, Any, _Group | None, int], _Wait]] = {
+_OPENERS: dict[type, Callable[[Interpreter, Any, Group | None, int], Wait]] = {
     ScheduleActivity: Interpreter._open_activity,
     StartChildWorkflow: Interpreter._open_child,
     Timer: Interpreter._open_timer,

@@ -58,7 +58,8 @@ from ._events import (
     WorkflowContinuedAsNew,
     WorkflowStarted,
 )
-from ._interpreter import Interpreter, failure_from
+from ._failures import failure_from
+from ._interpreter import Interpreter
 from ._retry import RetryPolicy
 
 __all__ = ["Worker"]

@@ -290,3 +290,88 @@ def test_an_interpreter_closed_mid_run_refuses_more_work() -> None:
     it.close()
     with pytest.raises(RuntimeError, match="closed before the run ended"):
         it.decide(T0, "again")
+
+
+def test_retry_policy_normalises_and_refuses_bad_names() -> None:
+    assert msgspec.json.encode(RetryPolicy(backoff_coefficient=2)) == b"{}"  # 2 is the default
+    assert RetryPolicy(backoff_coefficient=3).backoff_coefficient == 3.0
+    assert RetryPolicy(non_retryable=["KeyError"]).non_retryable == ("KeyError",)
+    with pytest.raises(TypeError, match="list of exception type names"):
+        RetryPolicy(non_retryable="ValueError")
+
+
+def test_continue_as_new_with_no_arguments() -> None:
+    from engine import ContinueAsNew
+
+    assert ContinueAsNew().args == ()
+
+
+def test_unhashable_callables_are_activities_too() -> None:
+    from tests.history import History
+
+    class Pricer:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            self.__name__ = "price"
+
+        def __call__(self, cents: int) -> int:
+            return cents
+
+    pricer = Pricer()
+
+    @workflow
+    def shop() -> Generator[Any, Any, Any]:
+        return (yield ScheduleActivity(pricer, 5))
+
+    h = History(shop).decide()
+    assert h.kinds() == ["ActivityScheduled:1"]
+    h.complete(1, 5).decide()
+    assert h.result() == 5
+    h.assert_replays()
+
+
+def test_a_removed_patch_check_replays_and_an_unrecorded_activity_is_caught() -> None:
+    from engine import NonDeterminismError, Patched, WaitSignal
+    from tests.history import History
+
+    @workflow(name="patchy")
+    def v2() -> Generator[Any, Any, Any]:
+        if (yield Patched("fast-path")):
+            yield Timer(1)
+        return (yield WaitSignal("go"))
+
+    @workflow(name="patchy")
+    def v3() -> Generator[Any, Any, Any]:  # the patch is deployed everywhere: check removed
+        yield Timer(1)
+        return (yield WaitSignal("go"))
+
+    h = History(v2).decide()
+    h.fire(1).decide()
+    v3_replay = h.replay(v3)  # the recorded patch marker is simply not asked for
+    assert v3_replay.closing is None
+    v3_replay.close()
+
+    @workflow(name="patchy")
+    def extra() -> Generator[Any, Any, Any]:
+        yield Timer(1)
+        yield ScheduleActivity("audit")  # recorded nothing at this point: a WaitSignal was
+        return (yield WaitSignal("go"))
+
+    with pytest.raises(NonDeterminismError, match="sequence number 2"):
+        h.replay(extra)
+
+
+def test_a_patch_marker_last_in_its_decision_replays() -> None:
+    from engine import Patched, WaitSignal
+    from tests.history import History
+
+    @workflow
+    def flagged() -> Generator[Any, Any, Any]:
+        new = yield Patched("flag")
+        return [new, (yield WaitSignal("go"))]
+
+    h = History(flagged).decide()  # batch: WorkflowTaskCompleted(WaitSignal), the patch marker
+    h.signal("go", 1).decide()
+    assert h.result() == [True, 1]
+    h.assert_replays()
