@@ -7,6 +7,7 @@ through ``RunSummary.apply`` and the index entry is back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -38,7 +39,7 @@ from engine._events import (
     WorkflowTaskCompleted,
     WorkflowTerminated,
 )
-from engine._info import IdReusePolicy, Status, WorkflowInfo
+from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
 __all__ = [
     "DUE_NOW",
@@ -48,6 +49,7 @@ __all__ = [
     "child_refused",
     "is_repeated_child",
     "parent_notice",
+    "select_page",
 ]
 
 #: The due time of a run that needs a worker as soon as possible.
@@ -298,3 +300,71 @@ def child_refused(started: WorkflowStarted, exc: Exception) -> tuple[str, str, E
             error=Failure(type=type(exc).__name__, message=str(exc)),
         ),
     )
+
+
+def _list_order(info: WorkflowInfo) -> tuple[datetime, str, str]:
+    return (info.start_time, info.id, info.run_id)
+
+
+def _decode_token(token: str) -> tuple[datetime, str, str]:
+    try:
+        when, wid, rid = json.loads(token)
+        start = datetime.fromisoformat(when)
+        if start.tzinfo is None:
+            raise ValueError
+        return start, _unhex(wid), _unhex(rid)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"invalid page token {token!r}") from None
+
+
+def _hex(text: str) -> str:
+    # NB: hex of UTF-8 with surrogatepass is exact; JSON escapes would fuse a lone
+    # high and low surrogate that stand next to each other into one character
+    return text.encode("utf-8", "surrogatepass").hex()
+
+
+def _unhex(text: str) -> str:
+    return bytes.fromhex(text).decode("utf-8", "surrogatepass")
+
+
+def select_page(
+    summaries: Iterable[RunSummary],
+    *,
+    status: Status | None,
+    type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    page_size: int,
+    page_token: str | None,
+) -> WorkflowPage:
+    """``Store.list`` over summaries held in memory: filter, count, sort, page.
+
+    Newest start first; counts per status over every filter but ``status``; the
+    token is the last item's sort key (a keyset, so runs started since never
+    shift pages), with the ids in hex so that any string round-trips exactly.
+    """
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    after = _decode_token(page_token) if page_token else None
+    matched: list[WorkflowInfo] = []
+    counts: dict[Status, int] = {}
+    for s in summaries:
+        start = s.started
+        if type is not None and start.workflow_type != type:
+            continue
+        if since is not None and start.time < since:
+            continue
+        if until is not None and start.time >= until:
+            continue
+        counts[s.status] = counts.get(s.status, 0) + 1
+        if status is None or s.status is status:
+            matched.append(s.info())
+    matched.sort(key=_list_order, reverse=True)
+    if after is not None:
+        matched = [i for i in matched if _list_order(i) < after]
+    page = matched[:page_size]
+    token = None
+    if len(matched) > page_size:
+        last = page[-1]
+        token = json.dumps([last.start_time.isoformat(), _hex(last.id), _hex(last.run_id)])
+    return WorkflowPage(items=page, next_page_token=token, counts=counts)

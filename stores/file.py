@@ -151,7 +151,6 @@ from ._fileformat import (
     dumps,
     encode_record,
     frame_log_line,
-    loads,
     parse_log,
     split_records,
 )
@@ -164,6 +163,7 @@ from ._summary import (
     child_refused,
     is_repeated_child,
     parent_notice,
+    select_page,
 )
 
 __all__ = ["FileStore"]
@@ -175,13 +175,6 @@ _FIELDS: Final = sorted(RunSummary.__slots__)
 _SUMMARY_COMPLETE: Final = set(SummaryRecord.__struct_fields__) == set(_FIELDS)
 _FD_CACHE: Final = 128
 _FLUSH_EVERY: Final = 1.0  # seconds between syncs at durability "flush"
-
-_Token = tuple[datetime, str, str]
-_token_decoder: msgspec.json.Decoder[_Token] = msgspec.json.Decoder(_Token)
-
-
-def _list_order(info: WorkflowInfo) -> _Token:
-    return (info.start_time, info.id, info.run_id)
 
 
 def _boot_id() -> str | None:
@@ -1562,41 +1555,18 @@ class FileStore:
         page_size: int = 100,
         page_token: str | None = None,
     ) -> WorkflowPage:
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        after: _Token | None = None
-        if page_token:
-            try:
-                after = loads(page_token.encode("utf-8", "surrogatepass"), _Token, _token_decoder)
-            except (msgspec.DecodeError, ValueError, TypeError):
-                raise ValueError(f"invalid page token {page_token!r}") from None
         with self._mu:
             self._check_open()
             self._sync()
-            matched: builtins.list[WorkflowInfo] = []
-            counts: dict[Status, int] = {}
-            for run in self._runs.values():
-                s = run.summary
-                if s is None:
-                    continue
-                start = s.started
-                if type is not None and start.workflow_type != type:
-                    continue
-                if since is not None and start.time < since:
-                    continue
-                if until is not None and start.time >= until:
-                    continue
-                counts[s.status] = counts.get(s.status, 0) + 1
-                if status is None or s.status is status:
-                    matched.append(s.info())
-        matched.sort(key=_list_order, reverse=True)
-        if after is not None:  # a keyset, not an offset: runs started since never shift pages
-            matched = [i for i in matched if _list_order(i) < after]
-        page = matched[:page_size]
-        token = None
-        if len(matched) > page_size:
-            token = dumps(_list_order(page[-1])).decode()  # ASCII even for lone surrogates
-        return WorkflowPage(items=page, next_page_token=token, counts=counts)
+            return select_page(
+                (run.summary for run in self._runs.values() if run.summary is not None),
+                status=status,
+                type=type,
+                since=since,
+                until=until,
+                page_size=page_size,
+                page_token=page_token,
+            )
 
     @_store_errors
     def runs(self) -> Iterator[WorkflowInfo]:

@@ -16,7 +16,6 @@ import builtins
 import contextlib
 import heapq
 import itertools
-import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,7 @@ from ._summary import (
     child_refused,
     is_repeated_child,
     parent_notice,
+    select_page,
 )
 
 __all__ = ["MemoryStore"]
@@ -59,34 +59,6 @@ def _check_ids(workflow_id: object, run_id: object) -> None:
         raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
     if not isinstance(run_id, str):
         raise TypeError(f"a run id must be a string, got {run_id!r}")
-
-
-_Token = tuple[datetime, str, str]
-
-
-def _list_order(info: WorkflowInfo) -> _Token:
-    return (info.start_time, info.id, info.run_id)
-
-
-def _encode_token(info: WorkflowInfo) -> str:
-    """The last item's sort key: the next page starts strictly after it.
-
-    NB: the stdlib's JSON, which escapes a lone surrogate in an id (msgspec refuses it).
-    """
-    return json.dumps([info.start_time.isoformat(), info.id, info.run_id])
-
-
-def _decode_token(token: str) -> _Token:
-    try:
-        when, wid, rid = json.loads(token)
-        if not (isinstance(when, str) and isinstance(wid, str) and isinstance(rid, str)):
-            raise ValueError
-        start = datetime.fromisoformat(when)
-        if start.tzinfo is None:
-            raise ValueError
-    except (ValueError, TypeError):
-        raise ValueError(f"invalid page token {token!r}") from None
-    return start, wid, rid
 
 
 class _Run:
@@ -306,31 +278,17 @@ class MemoryStore:
         page_size: int = 100,
         page_token: str | None = None,
     ) -> WorkflowPage:
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        after = _decode_token(page_token) if page_token else None
         with self._lock:
             self._check_open()
-            matched: builtins.list[WorkflowInfo] = []
-            counts: dict[Status, int] = {}
-            for run in self._runs.values():
-                s = run.summary
-                start = s.started
-                if type is not None and start.workflow_type != type:
-                    continue
-                if since is not None and start.time < since:
-                    continue
-                if until is not None and start.time >= until:
-                    continue
-                counts[s.status] = counts.get(s.status, 0) + 1
-                if status is None or s.status is status:
-                    matched.append(s.info())
-        matched.sort(key=_list_order, reverse=True)
-        if after is not None:  # a keyset, not an offset: runs started since never shift pages
-            matched = [i for i in matched if _list_order(i) < after]
-        page = matched[:page_size]
-        token = _encode_token(page[-1]) if len(matched) > page_size else None
-        return WorkflowPage(items=page, next_page_token=token, counts=counts)
+            return select_page(
+                (run.summary for run in self._runs.values()),
+                status=status,
+                type=type,
+                since=since,
+                until=until,
+                page_size=page_size,
+                page_token=page_token,
+            )
 
     def runs(self) -> Iterator[WorkflowInfo]:
         with self._lock:
