@@ -24,6 +24,7 @@ payload.  The core never looks inside a payload it does not need.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -348,6 +349,86 @@ def encode_payload(payload: Payload) -> bytes:
 
 def decode_payload(data: bytes) -> Payload:
     return _payload_mp_decoder.decode(data)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- payload walking
+# Which fields of each event class hold payloads: ("p", name) a payload (or None),
+# ("f", name) a Failure (or None: its details and causes), ("q", name) a dict of them.
+
+
+def _payload_fields(cls: type) -> tuple[tuple[str, str], ...]:
+    out = []
+    for f in msgspec.structs.fields(cls):
+        text = str(f.type)
+        if "Failure" in text:
+            out.append(("f", f.name))
+        elif text.startswith("dict[") and "Json" in text:
+            out.append(("q", f.name))
+        elif "Json" in text:
+            out.append(("p", f.name))
+    return tuple(out)
+
+
+_PAYLOAD_FIELDS: Final[dict[type, tuple[tuple[str, str], ...]]] = {
+    cls: _payload_fields(cls) for cls in Event.__args__  # type: ignore[attr-defined]
+}
+
+
+def _map_failure(failure: Failure, fn: Callable[[Payload], Payload]) -> Failure:
+    details = failure.details if failure.details is None else fn(failure.details)
+    cause = failure.cause if failure.cause is None else _map_failure(failure.cause, fn)
+    if details is failure.details and cause is failure.cause:
+        return failure
+    return msgspec.structs.replace(failure, details=details, cause=cause)
+
+
+def map_payloads(event: Event, fn: Callable[[Payload], Payload]) -> Event:
+    """``event`` with ``fn`` applied to every payload it holds (itself if none changed).
+
+    Payloads sit in top-level fields, in ``WorkflowTaskCompleted.queries``, and in
+    failures' ``details`` along their cause chain.
+    """
+    changes: dict[str, Any] = {}
+    for kind, name in _PAYLOAD_FIELDS[type(event)]:
+        old = getattr(event, name)
+        if old is None:
+            continue
+        if kind == "p":
+            new = fn(old)
+        elif kind == "f":
+            new = _map_failure(old, fn)
+        else:
+            mapped = {k: fn(v) for k, v in old.items()}
+            new = old if all(mapped[k] is v for k, v in old.items()) else mapped
+        if new is not old:
+            changes[name] = new
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def iter_payloads(event: Event) -> Iterator[Payload]:
+    """Every payload ``event`` holds, outermost envelopes only (see :func:`map_payloads`)."""
+    for kind, name in _PAYLOAD_FIELDS[type(event)]:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if kind == "p":
+            yield value
+        elif kind == "q":
+            yield from value.values()
+        else:
+            failure: Failure | None = value
+            while failure is not None:
+                if failure.details is not None:
+                    yield failure.details
+                failure = failure.cause
+
+
+def cas_digests(events: Iterable[Event]) -> Iterator[str]:
+    """The CAS digests that ``events`` reference (what ``tpp cas gc`` must keep)."""
+    for event in events:
+        for payload in iter_payloads(event):
+            if type(payload) is CasRef:
+                yield payload.digest
 
 
 def with_index(event: Event, index: int, time: datetime | None = None) -> Event:
