@@ -370,7 +370,7 @@ def _payload_fields(cls: type) -> tuple[tuple[str, str], ...]:
 
 
 _PAYLOAD_FIELDS: Final[dict[type, tuple[tuple[str, str], ...]]] = {
-    cls: _payload_fields(cls) for cls in Event.__args__  # type: ignore[attr-defined]
+    cls: _payload_fields(cls) for cls in Event.__args__
 }
 
 
@@ -393,6 +393,7 @@ def map_payloads(event: Event, fn: Callable[[Payload], Payload]) -> Event:
         old = getattr(event, name)
         if old is None:
             continue
+        new: Any
         if kind == "p":
             new = fn(old)
         elif kind == "f":
