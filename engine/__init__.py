@@ -11,7 +11,7 @@
 
 from ._client import Client, run
 from ._clock import Clock, SystemClock, VirtualClock
-from ._codec import Codec, JsonCodec
+from ._codec import Codec, JsonCodec, MsgpackCodec
 from ._commands import (
     All,
     Any,
@@ -34,6 +34,9 @@ from ._errors import (
     ConflictError,
     CorruptionError,
     NonDeterminismError,
+    PayloadError,
+    PayloadKeyError,
+    PayloadTooLargeError,
     RemoteError,
     StoreError,
     WorkflowAlreadyClosedError,
@@ -45,6 +48,8 @@ from ._errors import (
 from ._guard import WorkflowSandboxError
 from ._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 from ._interpreter import Decision, Interpreter, decide
+from ._keys import FileKeyVault, KeyVault, MemoryKeyVault
+from ._payloads import Keyring, PayloadCodec
 from ._retry import RetryPolicy
 from ._worker import Worker
 
@@ -64,12 +69,21 @@ __all__ = [
     "ContinueAsNew",
     "CorruptionError",
     "Decision",
+    "FileKeyVault",
     "IdReusePolicy",
     "Interpreter",
     "JsonCodec",
+    "KeyVault",
+    "Keyring",
+    "MemoryKeyVault",
+    "MsgpackCodec",
     "NonDeterminismError",
     "Now",
     "Patched",
+    "PayloadCodec",
+    "PayloadError",
+    "PayloadKeyError",
+    "PayloadTooLargeError",
     "RemoteError",
     "RetryPolicy",
     "ScheduleActivity",

@@ -12,7 +12,7 @@ from typing import Any
 from stores._protocol import AppendBatch, Store
 
 from ._clock import Clock, SystemClock, VirtualClock
-from ._codec import Codec, JsonCodec
+from ._codec import Codec
 from ._defs import result_type_of, type_name, workflow_definition
 from ._errors import (
     CancelledError,
@@ -22,6 +22,7 @@ from ._errors import (
 from ._events import (
     CancelRequested,
     Event,
+    Payload,
     SignalReceived,
     WorkflowCancelled,
     WorkflowCompleted,
@@ -33,6 +34,7 @@ from ._events import (
 )
 from ._failures import remote_error
 from ._info import IdReusePolicy, Status, WorkflowInfo
+from ._payloads import BlobStore, PayloadCodec, Payloads
 
 __all__ = ["Client", "run"]
 
@@ -50,7 +52,7 @@ class Client:
     def __init__(
         self,
         store: Store | None = None,
-        cas: Any = None,
+        cas: BlobStore | None = None,
         codec: Codec | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -61,7 +63,8 @@ class Client:
             store = stores.open_default()
         self.store = store
         self.cas = cas
-        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.codec: Codec = codec if codec is not None else PayloadCodec()
+        self._payloads = Payloads(self.codec, cas)
         self.clock: Clock = clock if clock is not None else SystemClock()
 
     def close(self) -> None:
@@ -100,6 +103,7 @@ class Client:
             raise TypeError(f"id_reuse must be an IdReusePolicy, got {id_reuse!r}")
         payload, _ = self.codec.encode_args(args)
         workflow_id = id if id is not None else str(uuid.uuid4())
+        payload = self._payloads.seal(payload, workflow_id)
         self.store.create(
             WorkflowStarted(
                 time=self.clock.now(),
@@ -129,7 +133,7 @@ class Client:
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a signal name must be a non-empty string, got {name!r}")
-        encoded = self.codec.encode(payload)
+        encoded = self._payloads.seal(self.codec.encode(payload), workflow_id)
         self._send(workflow_id, SignalReceived(time=self.clock.now(), name=name, payload=encoded))
 
     def cancel(self, workflow_id: str, reason: str = "") -> None:
@@ -148,7 +152,7 @@ class Client:
         for ev in reversed(self.store.read(workflow_id)):
             if isinstance(ev, WorkflowTaskCompleted) and ev.queries is not None:
                 if name in ev.queries:
-                    return self.codec.decode(ev.queries[name], type)
+                    return self._payloads.decode(ev.queries[name], type)
                 break
         raise KeyError(f"workflow {workflow_id!r} has published no query {name!r}")
 
@@ -178,8 +182,24 @@ class Client:
                 return out[:limit] if limit is not None else out
 
     def history(self, workflow_id: str, run_id: str | None = None) -> builtins.list[Event]:
-        """The run's events (the latest run unless ``run_id`` is given)."""
+        """The run's events (the latest run unless ``run_id`` is given), as stored.
+
+        Payloads stay sealed (a CAS reference is not fetched, an encrypted payload
+        is not decrypted), so reading a history is cheap; decode one on demand
+        with :meth:`decode`.
+        """
         return self.store.read(workflow_id, run_id)
+
+    def decode(self, payload: Payload, type: Any = Any) -> Any:
+        """Decode a payload from :meth:`history`: fetch it from the CAS, decrypt, decompress.
+
+        >>> from stores import MemoryStore
+        >>> client = Client(MemoryStore())
+        >>> wid = client.start("greet", "Ada")
+        >>> client.decode(client.history(wid)[0].input)
+        ['Ada']
+        """
+        return self._payloads.decode(payload, type)
 
     def result(self, workflow_id: str, timeout: float | None = None, *, type: Any = Any) -> Any:
         """Wait for the workflow's result, following continue-as-new.
@@ -207,7 +227,7 @@ class Client:
         closing = self.store.read(info.id, info.run_id, after=info.history_length - 1)[-1]
         match closing:
             case WorkflowCompleted(result=result):
-                return self.codec.decode(result, type)
+                return self._payloads.decode(result, type)
             case WorkflowFailed(error=error):
                 raise WorkflowFailedError(
                     f"workflow {info.id!r} failed: {error.type}: {error.message}"
@@ -231,6 +251,7 @@ def run(
     id: str | None = None,
     timeout: float | None = None,
     codec: Codec | None = None,
+    cas: BlobStore | None = None,
     activities: tuple[Callable[..., Any], ...] = (),
 ) -> Any:
     """Run one workflow to completion in this process and return its result.
@@ -256,11 +277,12 @@ def run(
     definition = workflow_definition(workflow)
     store = store if store is not None else MemoryStore()
     clock = clock if clock is not None else SystemClock()
-    client = Client(store, codec=codec, clock=clock)
+    client = Client(store, cas=cas, codec=codec, clock=clock)
     worker = Worker(
         store,
         workflows=[workflow],
         activities=activities,
+        cas=cas,
         codec=codec,
         clock=clock,
         auto_register=True,

@@ -13,7 +13,10 @@
     ├── WorkflowAlreadyClosedError the run is closed (a signal or result came too late)
     ├── ConflictError              a decision lost the race to another decision (stores)
     ├── CorruptionError            stored bytes fail their checksum or hash (stores, CAS)
-    └── StoreError                 the store itself failed (I/O error, disk full, busy too long)
+    ├── StoreError                 the store itself failed (I/O error, disk full, busy too long)
+    └── PayloadError               a payload cannot be written or read
+        ├── PayloadTooLargeError   above the codec's hard limit (never retried)
+        └── PayloadKeyError        its encryption key is missing, wrong, or was deleted
 
 Backends translate their own exceptions (sqlite3, OS locks, Azure SDK) into these
 with ``raise ... from exc``.  ``TimeoutError`` (a ``WaitSignal`` deadline) is the
@@ -109,3 +112,19 @@ class StoreError(WorkflowError):
 
     ``__cause__`` holds the backend's own exception.
     """
+
+
+class PayloadError(WorkflowError):
+    """A payload cannot be written or read (see the subclasses)."""
+
+
+class PayloadTooLargeError(PayloadError, ValueError):
+    """An encoded payload is above the codec's hard limit (``max_payload``).
+
+    An activity whose result is too large fails at once, without retries; a
+    call (``Client.start``, ``signal``) raises this to the caller.
+    """
+
+
+class PayloadKeyError(PayloadError):
+    """An encrypted payload's key is not in the keyring, does not fit, or was deleted."""

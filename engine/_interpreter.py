@@ -68,6 +68,7 @@ from ._errors import (
     ChildWorkflowError,
     ConflictError,
     NonDeterminismError,
+    PayloadError,
 )
 from ._events import (
     CLOSING_EVENTS,
@@ -510,7 +511,7 @@ class Interpreter:
         # NB: encoded on replay too: a result that cannot be encoded failed the run.
         try:
             payload = self._codec.encode(value)
-        except TypeError as exc:
+        except (TypeError, PayloadError) as exc:
             self._finish(WorkflowFailed, error=failure_from(exc))
         else:
             self._finish(WorkflowCompleted, result=payload)

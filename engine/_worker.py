@@ -35,12 +35,13 @@ import msgspec
 from stores._protocol import AppendBatch, AppendResult, RunRef, Store
 
 from ._clock import Clock, SystemClock, VirtualClock
-from ._codec import Codec, JsonCodec
+from ._codec import Codec
 from ._context import ActivityContext, reset_context, set_context
 from ._defs import ActivityDefinition, activity_definition, workflow_definition
 from ._errors import (
     ConflictError,
     NonDeterminismError,
+    PayloadError,
     WorkflowAlreadyClosedError,
     WorkflowError,
 )
@@ -57,9 +58,11 @@ from ._events import (
     TimerStarted,
     WorkflowContinuedAsNew,
     WorkflowStarted,
+    map_payloads,
 )
 from ._failures import failure_from
 from ._interpreter import Interpreter
+from ._payloads import BlobStore, PayloadCodec, Payloads
 from ._retry import RetryPolicy
 
 __all__ = ["Worker"]
@@ -135,12 +138,17 @@ class _Entry:
 
 
 class _Prepared:
-    """A run's batch, decided and not yet appended."""
+    """A run's batch, decided and not yet appended.
+
+    ``events`` hold plain payloads (the interpreter gets them back); the batch
+    holds them sealed (compressed, encrypted, offloaded), as the store keeps them.
+    """
 
     __slots__ = ("batch", "entry", "events", "fed")
 
     def __init__(
         self,
+        payloads: Payloads,
         entry: _Entry,
         events: list[Event],
         expected: int | None,
@@ -155,10 +163,17 @@ class _Prepared:
         self.batch = AppendBatch(
             workflow_id=ref.workflow_id,
             run_id=ref.run_id,
-            events=events,
+            events=payloads.seal_events(events, ref.workflow_id),
             expected_length=expected,
-            starts=starts,
+            starts=[_seal_start(payloads, s) for s in starts],
         )
+
+
+def _seal_start(payloads: Payloads, started: WorkflowStarted) -> WorkflowStarted:
+    """A new run's start, its input sealed for its own workflow id (its own data key)."""
+    if payloads.idle:
+        return started
+    return map_payloads(started, lambda p: payloads.seal(p, started.workflow_id))  # type: ignore[return-value]
 
 
 class _Blocked(Exception):
@@ -197,7 +212,7 @@ class Worker:
         workflows: Iterable[Any] = (),
         activities: Iterable[Any] = (),
         *,
-        cas: Any = None,
+        cas: BlobStore | None = None,
         codec: Codec | None = None,
         task_queue: str = "default",
         clock: Clock | None = None,
@@ -217,7 +232,8 @@ class Worker:
             store = stores.open_default()
         self.store = store
         self.cas = cas
-        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.codec: Codec = codec if codec is not None else PayloadCodec()
+        self._payloads = Payloads(self.codec, cas)
         self.task_queue = task_queue
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -400,9 +416,9 @@ class Worker:
             self._cache.move_to_end(ref)
             events = self.store.read(ref.workflow_id, ref.run_id, after=entry.length)
             if events:
-                entry.feed(events)
+                entry.feed(self._payloads.open_events(events))
             return entry
-        events = self.store.read(ref.workflow_id, ref.run_id)
+        events = self._payloads.open_events(self.store.read(ref.workflow_id, ref.run_id))
         started = events[0]
         assert isinstance(started, WorkflowStarted)
         fn = self._workflows.get(started.workflow_type)
@@ -470,8 +486,9 @@ class Worker:
         log.warning("workflow %s run %s is blocked: %s", ref.workflow_id, ref.run_id, reason)
         self._evict(ref)
         if inputs:  # the outcomes are facts whatever the code says
+            sealed = self._payloads.seal_events(inputs, ref.workflow_id)
             self.store.append(
-                [AppendBatch(workflow_id=ref.workflow_id, run_id=ref.run_id, events=inputs)]
+                [AppendBatch(workflow_id=ref.workflow_id, run_id=ref.run_id, events=sealed)]
             )
         self._release(ref, blocked=reason)
 
@@ -489,7 +506,7 @@ class Worker:
             TimerFired(time=now, seq=seq) for seq, at in entry.timers.items() if at <= now
         ]
         if interp.closing is not None:
-            return _Prepared(entry, inputs, None) if inputs else None
+            return _Prepared(self._payloads, entry, inputs, None) if inputs else None
         expected = entry.length
         try:
             if inputs:
@@ -498,10 +515,14 @@ class Worker:
         except NonDeterminismError as exc:
             raise _Blocked(str(exc)) from exc
         if decision is None:  # only retry notices: record them where they were seen
-            return _Prepared(entry, inputs, expected, fed=len(inputs)) if inputs else None
+            if not inputs:
+                return None
+            return _Prepared(self._payloads, entry, inputs, expected, fed=len(inputs))
         events = list(decision.events)
         starts = self._starts(entry, events)
-        return _Prepared(entry, [*inputs, *events], expected, starts=starts, fed=len(inputs))
+        return _Prepared(
+            self._payloads, entry, [*inputs, *events], expected, starts=starts, fed=len(inputs)
+        )
 
     def _starts(self, entry: _Entry, events: list[Event]) -> list[WorkflowStarted]:
         """Runs a decision starts: its children, or the next run of a continue-as-new."""
@@ -597,7 +618,7 @@ class Worker:
             activity_type=ev.activity_type,
             seq=ev.seq,
             attempt=attempt,
-            heartbeat_details=None if stored is None else self.codec.decode(stored),
+            heartbeat_details=None if stored is None else self._payloads.decode(stored),
             record_heartbeat=lambda details: self._heartbeat(ref, ev.seq, details),
         )
         running = self._running[(ref, ev.seq)] = _Attempt(ev, ctx)
@@ -619,7 +640,10 @@ class Worker:
 
     def _heartbeat(self, ref: RunRef, seq: int, details: Any) -> None:
         try:
-            self.store.heartbeat(ref, seq, self.codec.encode(details))
+            # NB: never offloaded: the CAS collector marks histories, not heartbeat slots
+            encoded = self.codec.encode(details)
+            payload = self._payloads.seal(encoded, ref.workflow_id, offload=False)
+            self.store.heartbeat(ref, seq, payload)
         except WorkflowAlreadyClosedError:
             pass  # the run closed: the activity's result will be ignored anyway
         except WorkflowError as exc:  # the store failed: the activity carries on regardless
@@ -699,7 +723,7 @@ class Worker:
                 return ActivityCompleted(
                     time=now, seq=ev.seq, result=self.codec.encode(value), attempt=attempt
                 )
-            except TypeError as exc:
+            except (TypeError, PayloadError) as exc:  # no retry makes it fit
                 error, final = exc, True
         failure = failure_from(error)
         if isinstance(error, TimeoutError) and not failure.message:

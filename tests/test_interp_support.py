@@ -6,14 +6,15 @@ import collections.abc
 import dataclasses
 import functools
 from collections.abc import Generator, Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 import pytest
 
 from engine import JsonCodec, RetryPolicy, ScheduleActivity, Timer, activity, workflow
-from engine._codec import fingerprint
+from engine._codec import MsgpackCodec, fingerprint
 from engine._commands import to_timedelta
 from engine._defs import (
     ActivityDefinition,
@@ -23,7 +24,8 @@ from engine._defs import (
     type_name,
     workflow_definition,
 )
-from engine.events import Compressed, Json
+from engine._errors import PayloadTooLargeError
+from engine.events import Compressed, Inline, Json
 
 # --------------------------------------------------------------------------- definitions
 
@@ -180,14 +182,39 @@ def test_codec_errors() -> None:
     with pytest.raises(TypeError, match="cannot be serialised") as info:
         c.encode(object())
     assert "msgspec-serialisable" in str(info.value)
-    with pytest.raises(TypeError, match="a Compressed payload needs a codec chain"):
+    with pytest.raises(TypeError, match="a Compressed payload needs the codec chain"):
         c.decode(Compressed(data=b""))
+    with pytest.raises(TypeError, match="in encoding 'cbor' cannot be read"):
+        c.decode(Inline(data=b"", encoding="cbor"))
+    with pytest.raises(TypeError, match="payload does not match the annotated type"):
+        c.decode(MsgpackCodec().encode("x"), int)
+    with pytest.raises(ValueError, match="max_payload must be a positive number"):
+        JsonCodec(max_payload=0)
+    with pytest.raises(PayloadTooLargeError, match="21 bytes is above the limit of 20 bytes"):
+        JsonCodec(max_payload=20).encode("x" * 19)
     with pytest.raises(TypeError, match="payload does not match the annotated type"):
         c.decode(Json(text='"x"'), int)
     with pytest.raises(TypeError, match="got 2 arguments, the function takes 1"):
         c.decode_args(Json(text="[1,2]"), [int], None)
     with pytest.raises(TypeError, match="argument 2 does not match"):
         c.decode_args(Json(text='[1,"x"]'), [int], int)
+
+
+def test_msgpack_codec_round_trips_and_both_codecs_read_both_formats() -> None:
+    @dataclass
+    class Item:
+        sku: str
+        blob: bytes
+        at: datetime
+
+    at = datetime(2026, 11, 26, tzinfo=UTC)
+    for writer in (JsonCodec(), MsgpackCodec()):
+        payload, digest = writer.encode_args([Item("a", b"\x00\xff", at), 3])
+        assert digest == writer.fingerprint_args([Item("a", b"\x00\xff", at), 3])
+        for reader in (JsonCodec(), MsgpackCodec()):
+            assert reader.decode_args(payload, [Item, int], None) == [Item("a", b"\x00\xff", at), 3]
+            assert reader.decode(writer.encode({"k": [1.5, None]})) == {"k": [1.5, None]}
+    assert type(MsgpackCodec().encode(1)) is Inline
 
 
 def test_codec_with_an_unhashable_annotation() -> None:

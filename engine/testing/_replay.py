@@ -41,6 +41,7 @@ from .._events import (
     decode_history,
 )
 from .._interpreter import Interpreter
+from .._payloads import BlobStore, PayloadCodec, Payloads
 
 __all__ = ["HistorySource", "assert_deterministic", "load_history", "replay", "units"]
 
@@ -92,6 +93,11 @@ _EVENT_TYPES: tuple[type, ...] = tuple(
 )
 
 
+def _opened(events: list[Event], codec: Codec | None, cas: BlobStore | None) -> list[Event]:
+    """``events`` with sealed payloads (compressed, encrypted, in the CAS) opened."""
+    return Payloads(codec if codec is not None else PayloadCodec(), cas).open_events(events)
+
+
 def _last_time(history: Sequence[Event]) -> datetime:
     return max(ev.time for ev in history)
 
@@ -101,6 +107,7 @@ def replay(
     history: HistorySource,
     *,
     codec: Codec | None = None,
+    cas: BlobStore | None = None,
     check_args: bool = True,
 ) -> list[Event]:
     """Replay ``history`` with the workflow ``fn``; return the events it would write next.
@@ -109,7 +116,8 @@ def replay(
     difference raises :class:`~engine.NonDeterminismError` naming the sequence
     number, the recorded and the yielded command.  The result is the next
     decision's events after its ``WorkflowTaskCompleted`` (``[]`` when the code
-    has nothing new to do, e.g. for a closed run).
+    has nothing new to do, e.g. for a closed run).  Sealed payloads are opened
+    with ``codec`` (a ``PayloadCodec`` with the workers' keys) and ``cas``.
 
     >>> from engine import workflow, Timer
     >>> from engine.events import WorkflowStarted, Json
@@ -122,7 +130,7 @@ def replay(
     >>> [type(e).__name__ for e in replay(nap, [started])]
     ['TimerStarted']
     """
-    events = load_history(history)
+    events = _opened(load_history(history), codec, cas)
     interpreter = Interpreter(fn, codec=codec, check_args=check_args)
     try:
         interpreter.feed(events)
@@ -261,6 +269,7 @@ def assert_deterministic(
     history: HistorySource,
     *,
     codec: Codec | None = None,
+    cas: BlobStore | None = None,
     check_args: bool = True,
 ) -> None:
     """Replay ``history`` from scratch and through the live path; require identical commands.
@@ -291,7 +300,7 @@ def assert_deterministic(
     ...     history += batch
     >>> assert_deterministic(greet, history)
     """
-    events = load_history(history)
+    events = _opened(load_history(history), codec, cas)
     codec = codec if codec is not None else JsonCodec()
     cmp = _Comparer(codec, check_args)
     if not events:
