@@ -423,9 +423,7 @@ def _zstd() -> Any:
     try:
         import zstandard
     except ImportError:  # pragma: no cover - the extra is part of dev
-        raise PayloadError(
-            f"zstd compression needs the zstandard package; {_EXTRA_HINT}"
-        ) from None
+        raise PayloadError(f"zstd compression needs the zstandard package; {_EXTRA_HINT}") from None
     return zstandard
 
 
