@@ -12,6 +12,7 @@ import os
 import pathlib
 from typing import cast
 
+from ._copy import CopyReport, copy
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef, Store
 from .memory import MemoryStore
 
@@ -20,9 +21,11 @@ __all__ = [
     "AppendBatch",
     "AppendResult",
     "Claims",
+    "CopyReport",
     "MemoryStore",
     "RunRef",
     "Store",
+    "copy",
     "default_url",
     "open",
     "open_default",
