@@ -11,11 +11,27 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
+PRINT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each block runs, and prints what its comments say.
+
+    A line ``print(...)  # text`` must print ``text``, or ``text`` may go on to
+    explain (``# True: why``); the printed lines must come in the same order.
+    """
     code = compile(BLOCKS[index], f"README.md[python block {index}]", "exec")
     exec(code, {"__name__": f"readme_{index}"})
-    capsys.readouterr()
+    printed = iter(line.strip() for line in capsys.readouterr().out.splitlines())
+    for line in BLOCKS[index].splitlines():
+        m = PRINT_COMMENT.match(line)
+        if m is None:
+            continue
+        want = m.group(1).strip()
+        assert any(want == got or want.startswith(got + ":") for got in printed), (
+            f"README block {index}: {line.strip()!r} did not print {want!r} in order"
+        )
 
 
 def test_readme_has_the_two_commands() -> None:
