@@ -57,6 +57,7 @@ DEFAULT_COMPRESS_ABOVE: Final = 1024
 _EXTRA_HINT = "install it with: pip install 'temporalpp[codecs]'"
 _DATA_KEY_PREFIX = "wf:"
 _DATA_KEY_TTL = 60.0  # seconds a data key stays cached: forget() reaches other workers by then
+_DATA_KEY_CACHE = 10_000  # data keys cached per codec
 
 
 class BlobStore(Protocol):
@@ -302,7 +303,7 @@ class PayloadCodec:
         with self._lock:
             self._data_ciphers[key_id] = (cipher, now + _DATA_KEY_TTL)
             self._data_ciphers.move_to_end(key_id)
-            while len(self._data_ciphers) > 10_000:
+            while len(self._data_ciphers) > _DATA_KEY_CACHE:
                 self._data_ciphers.popitem(last=False)
         return cipher
 

@@ -50,6 +50,7 @@ from engine.events import (
     encode_history,
     encode_payload,
     iter_payloads,
+    map_payloads,
 )
 from engine.testing import VirtualClock, replay
 from stores import MemoryStore
@@ -285,6 +286,62 @@ def test_damaged_envelopes_are_detected() -> None:
         codec.open(CasRef(digest=deep, size=len(store.get(deep))), store)
 
 
+def test_envelopes_nested_deeper_than_seal_writes_are_refused() -> None:
+    store = MemoryCAS()
+    payload: Any = Json(text="1")
+    for _ in range(5):
+        raw = encode_payload(payload)
+        payload = CasRef(digest=store.put(raw), size=len(raw))
+    with pytest.raises(CorruptionError, match="nested deeper"):
+        chain().open(payload, store)
+
+
+def test_a_sealed_payload_is_not_sealed_twice_and_codecs_describe_themselves() -> None:
+    codec = chain(compression="zstd", keys=Keyring({"k1": KEY1}), data_keys=MemoryKeyVault())
+    sealed = codec.seal(codec.encode("x"), "w", None)
+    assert codec.seal(sealed, "w", None) is sealed
+    text = repr(codec)
+    assert "compression='zstd'" in text and "current 'k1'" in text and "MemoryKeyVault" in text
+    assert repr(chain()) == "PayloadCodec(format='json')"
+
+
+def test_a_tampered_payload_under_a_data_key_is_refused() -> None:
+    codec = chain(keys=Keyring({"k1": KEY1}), data_keys=MemoryKeyVault())
+    sealed = codec.seal(codec.encode("secret"), "w", None)
+    assert isinstance(sealed, Encrypted)
+    tampered = msgspec.structs.replace(sealed, data=sealed.data[:-1] + bytes([sealed.data[-1] ^ 1]))
+    with pytest.raises(PayloadKeyError, match="the stored bytes were altered"):
+        codec.decode(tampered)
+
+
+def test_the_data_key_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine._payloads as payloads
+
+    monkeypatch.setattr(payloads, "_DATA_KEY_CACHE", 2)
+    codec = chain(keys=Keyring({"k1": KEY1}), data_keys=MemoryKeyVault())
+    sealed = [codec.seal(codec.encode(i), f"w{i}", None) for i in range(5)]
+    assert len(codec._data_ciphers) == 2
+    assert [codec.decode(p) for p in sealed] == list(range(5))  # evicted keys are reloaded
+
+
+def test_file_key_vault_errors_are_store_errors(tmp_path: Path) -> None:
+    from engine import StoreError
+
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the key vault directory"):
+        FileKeyVault(tmp_path / "file" / "keys")
+    vault = FileKeyVault(tmp_path / "keys")
+    assert repr(vault).startswith("FileKeyVault(") and repr(MemoryKeyVault()) == "MemoryKeyVault()"
+    kid = "wf:" + "cd" * 16
+    (tmp_path / "keys" / f"{'cd' * 16}.key").mkdir()  # a directory where the key file goes
+    with pytest.raises(StoreError, match="cannot read data key"):
+        vault.get(kid)
+    with pytest.raises(StoreError, match="cannot store data key"):
+        vault.add(kid, b"k")
+    with pytest.raises(StoreError, match="cannot delete data key"):
+        vault.delete(kid)
+
+
 def test_payloads_of_events_are_walked_everywhere() -> None:
     from engine.events import Failure, WorkflowFailed
 
@@ -309,6 +366,10 @@ def test_payloads_of_events_are_walked_everywhere() -> None:
     ]
     assert list(cas_digests(events)) == [q.digest, outer.digest, inner.digest]
     assert len(list(iter_payloads(events[0]))) == 1
+    opened = map_payloads(events[2], lambda p: Json(text="0") if p is inner else p)
+    assert isinstance(opened, WorkflowFailed) and opened.error.cause is not None
+    assert opened.error.cause.details == Json(text="0") and opened.error.details is outer
+    assert map_payloads(events[2], lambda p: p) is events[2]
 
 
 # --------------------------------------------------------------------------- workers and clients
