@@ -40,6 +40,7 @@ from ._context import ActivityContext, reset_context, set_context
 from ._defs import ActivityDefinition, activity_definition, workflow_definition
 from ._errors import (
     ConflictError,
+    CorruptionError,
     NonDeterminismError,
     PayloadError,
     WorkflowAlreadyClosedError,
@@ -53,6 +54,7 @@ from ._events import (
     ChildWorkflowStarted,
     Event,
     Link,
+    Payload,
     TimerCancelled,
     TimerFired,
     TimerStarted,
@@ -480,6 +482,11 @@ class Worker:
             return self._load(ref)
         except NonDeterminismError as exc:
             raise _Blocked(str(exc)) from exc
+        except (PayloadError, CorruptionError) as exc:
+            # a payload this worker cannot open (no key, no CAS, a lost blob): the run
+            # waits, visibly, for a worker configured to read it
+            self._evict(ref)
+            raise _Blocked(f"cannot read the run's payloads: {exc}") from exc
 
     def _block(self, ref: RunRef, inputs: Sequence[Event], reason: str) -> None:
         """Give back a run this worker cannot advance, keeping the outcomes it brought."""
@@ -618,7 +625,7 @@ class Worker:
             activity_type=ev.activity_type,
             seq=ev.seq,
             attempt=attempt,
-            heartbeat_details=None if stored is None else self._payloads.decode(stored),
+            heartbeat_details=self._heartbeat_details(ref, ev.seq, stored),
             record_heartbeat=lambda details: self._heartbeat(ref, ev.seq, details),
         )
         running = self._running[(ref, ev.seq)] = _Attempt(ev, ctx)
@@ -637,6 +644,15 @@ class Worker:
         else:
             assert self._pool is not None
             self._pool.submit(self._execute, *job)
+
+    def _heartbeat_details(self, ref: RunRef, seq: int, stored: Payload | None) -> Any:
+        if stored is None:
+            return None
+        try:
+            return self._payloads.decode(stored)
+        except (PayloadError, CorruptionError, TypeError) as exc:  # progress is a hint
+            log.warning("heartbeat of %s activity %d unreadable: %s", ref.workflow_id, seq, exc)
+            return None
 
     def _heartbeat(self, ref: RunRef, seq: int, details: Any) -> None:
         try:

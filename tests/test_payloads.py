@@ -55,6 +55,7 @@ from engine.events import (
 from engine.testing import VirtualClock, replay
 from stores import MemoryStore
 from stores.file import FileStore
+from stores.sqlite import SQLiteStore
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -397,10 +398,16 @@ def _files_contain(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
+STORES = {"file": lambda path: FileStore(path), "sqlite": lambda path: SQLiteStore(path)}
+
+
+@pytest.mark.parametrize("backend", sorted(STORES))
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
 def test_a_2mb_result_keeps_the_history_small_across_a_reopen(
-    tmp_path: Path, encrypt: bool
+    tmp_path: Path, encrypt: bool, backend: str
 ) -> None:
+    open_store = STORES[backend]
+
     def codec() -> PayloadCodec:
         if not encrypt:
             return PayloadCodec()
@@ -411,13 +418,13 @@ def test_a_2mb_result_keeps_the_history_small_across_a_reopen(
         )
 
     n = 2 * 1024 * 1024
-    with FileStore(tmp_path / "store") as store, FileCAS(tmp_path / "cas") as blobs:
+    with open_store(tmp_path / "store") as store, FileCAS(tmp_path / "cas") as blobs:
         client = Client(store, cas=blobs, codec=codec())
         client.start(reporting, n, id="report-1")
         Worker(store, [reporting], [big_report], cas=blobs, codec=codec()).run_until_idle()
         client.signal("report-1", "approve", "ok " + "n" * 100_000)
         Worker(store, [reporting], [big_report], cas=blobs, codec=codec()).run_until_idle()
-    with FileStore(tmp_path / "store") as store, FileCAS(tmp_path / "cas") as blobs:
+    with open_store(tmp_path / "store") as store, FileCAS(tmp_path / "cas") as blobs:
         client = Client(store, cas=blobs, codec=codec())
         result = client.result("report-1", timeout=5)
         assert result["report"] == report_text(n)
@@ -566,3 +573,21 @@ def test_heartbeat_details_are_sealed_but_never_offloaded() -> None:
     completed = [ev for ev in client.history("h") if isinstance(ev, WorkflowCompleted)]
     assert isinstance(completed[0].result, CasRef)  # offload_above=0 offloads everything
     assert len(list(blobs)) == len(set(cas_digests(client.history("h"))))
+
+
+def test_a_worker_that_cannot_read_the_payloads_blocks_the_run_until_one_can() -> None:
+    keyed = PayloadCodec(keys=Keyring({"k1": KEY1}))
+    store = MemoryStore()
+    clock = VirtualClock()
+    client = Client(store, codec=keyed, clock=clock)
+    client.start(reporting, 4, id="locked")
+    client.signal("locked", "approve", "ok")
+    Worker(store, [reporting], [big_report], clock=clock).run_until_idle()  # no keys
+    info = client.describe("locked")
+    assert info.status.value == "RUNNING"
+    assert info.blocked is not None and "key 'k1'" in info.blocked
+    # the right configuration is deployed: the run resumes once its backoff is over
+    Worker(store, [reporting], [big_report], codec=keyed, clock=clock).run_until_idle(
+        skip_time=True
+    )
+    assert client.result("locked", timeout=5)["note"] == "ok"
