@@ -306,11 +306,14 @@ def bench_small(n: int, repeat: int) -> list[tuple[str, str, list[float], dict[s
     ]
     for (label, _), full in zip(boundaries, fulls, strict=True):
         added = [b - a for a, b in zip(base, full, strict=True)]
-        met = statistics.median(added) <= GOAL_US
-        rows.append((f"small: + seal + open, {label}", "us/payload", full, {}))
-        rows.append(
-            (f"small: added, {label}", "us/payload", added, {"goal_us": GOAL_US, "met": met})
+        # NB: the goal holds when no offload, compression or encryption applies
+        goal = (
+            {}
+            if "aes" in label
+            else {"goal_us": GOAL_US, "met": statistics.median(added) <= GOAL_US}
         )
+        rows.append((f"small: + seal + open, {label}", "us/payload", full, {}))
+        rows.append((f"small: added, {label}", "us/payload", added, goal))
     events = history()
     rounds = max(1, n // len(events))
 

@@ -250,11 +250,18 @@ class PayloadCodec:
             size = len(payload.data)
         else:
             return payload  # sealed already (copied from another history)
-        can_offload = offload and cas is not None
-        if not self.transforms and (not can_offload or size <= self.offload_above // 4):
-            return payload  # NB: a JSON character is at most 4 bytes: it cannot be too large
+        # NB: a JSON character takes at most 4 bytes and the envelope a few more, so a
+        # short text is below every threshold without encoding it
+        bound = 4 * size + 16
+        compress = self.compression is not None and bound >= self.compress_above
+        if (
+            self.keys is None
+            and not compress
+            and not (offload and cas is not None and bound > self.offload_above)
+        ):
+            return payload
         raw = encode_payload(payload)
-        if self.compression is not None and len(raw) >= self.compress_above:
+        if compress and len(raw) >= self.compress_above:
             packed = self._compressor().compress(raw)
             if len(packed) < len(raw):
                 payload = Compressed(data=packed)
@@ -265,8 +272,7 @@ class PayloadCodec:
             data = cipher.encrypt(nonce, raw, key_id.encode())
             payload = Encrypted(key_id=key_id, nonce=nonce, data=data)
             raw = encode_payload(payload)
-        if can_offload and len(raw) > self.offload_above:
-            assert cas is not None
+        if offload and cas is not None and len(raw) > self.offload_above:
             payload = CasRef(digest=cas.put(raw), size=len(raw))
         return payload
 
