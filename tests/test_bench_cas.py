@@ -70,5 +70,8 @@ def test_cas_quick(tmp_path: pathlib.Path) -> None:
     for label in BOUNDARIES:
         assert rows[f"small: + seal + open, {label}"]["unit"] == "us/payload"
         added = rows[f"small: added, {label}"]
-        assert added["goal_us"] == 2.0 and isinstance(added["met"], bool)
+        if "aes" in label:  # the goal is for payloads that nothing encrypts
+            assert "goal_us" not in added
+        else:
+            assert added["goal_us"] == 2.0 and isinstance(added["met"], bool)
         assert rows[f"events: seal_events + open_events, {label}"]["unit"] == "us/event"
