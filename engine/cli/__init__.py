@@ -32,6 +32,7 @@ __all__ = ["cli", "main"]
 
 
 @click.group(
+    name="tpp",
     cls=TppGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )

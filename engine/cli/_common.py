@@ -347,6 +347,8 @@ def format_seconds(seconds: float | None) -> str:
     """A duration for people: ``850 µs``, ``12 ms``, ``1.5 s``, ``3.2 min``, ``2.0 h``, ``4 d``."""
     if seconds is None:
         return ""
+    if seconds == 0:
+        return "0 s"
     if seconds < 0.001:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:

@@ -105,12 +105,8 @@ def show_value(value: Any, *, limit: int | None = _SHORT) -> str:
         case CasRef(digest=digest, size=size):
             return f"<cas {digest if limit is None else _clip(digest, 19)} {size} B>"
         case Failure():
-            text = f"{value.type}: {value.message}"
-            if value.non_retryable:
-                text += " (non-retryable)"
-            if limit is None and value.cause is not None:
-                text += f" (caused by {show_value(value.cause, limit=None)})"
-            return json.dumps(_clip(text, limit), ensure_ascii=False)
+            text = failure_text(value, limit is None)
+            return json.dumps(_clip(text, limit and 2 * limit), ensure_ascii=False)
         case Link():
             text = f"{value.workflow_id}/{value.run_id}"
             extra = [f"{k}={getattr(value, k)}" for k in ("seq", "event") if getattr(value, k)]
@@ -132,6 +128,16 @@ def show_value(value: Any, *, limit: int | None = _SHORT) -> str:
             return json.dumps(msgspec.to_builtins(value), ensure_ascii=False)
         case _:
             return str(value)
+
+
+def failure_text(failure: Failure, causes: bool = True) -> str:
+    """``Type: message (non-retryable) (caused by Type: message)``."""
+    text = f"{failure.type}: {failure.message}"
+    if failure.non_retryable:
+        text += " (non-retryable)"
+    if causes and failure.cause is not None:
+        text += f" (caused by {failure_text(failure.cause)})"
+    return text
 
 
 def _command(record: CommandRecord) -> str:
@@ -209,12 +215,12 @@ def pending(history: Sequence[Event]) -> Pending:
                 if seq in activities:
                     activities[seq]["attempts_failed"] = ev.attempt
                     activities[seq]["retry_at"] = format_time(ev.retry_at)
-                    activities[seq]["last_failure"] = show_value(ev.error, limit=None)
-                last_failure = show_value(ev.error, limit=None)
+                    activities[seq]["last_failure"] = failure_text(ev.error)
+                last_failure = failure_text(ev.error)
             case ActivityCompleted(seq=seq) | ActivityFailed(seq=seq):
                 activities.pop(seq, None)
                 if isinstance(ev, ActivityFailed):
-                    last_failure = show_value(ev.error, limit=None)
+                    last_failure = failure_text(ev.error)
             case TimerStarted(seq=seq, fire_at=fire_at, duration=duration):
                 timers[seq] = {
                     "seq": seq,

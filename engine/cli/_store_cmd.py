@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
 from typing import Any
 
 import click
@@ -116,6 +118,58 @@ def _check_run(check: _Check, s: Store, wid: str, rid: str, app: App | None, cas
         problem("diverged" if outcome.status == "diverged" else "replay", outcome.detail)
 
 
+def _hidden_damage(url: str, s: Store, listed: dict[str, int], check: _Check) -> None:
+    """A ``file:`` store lists no run it cannot read: walk its log directories as well.
+
+    Every workflow directory with more log files than listed runs is read by id;
+    a ``CorruptionError`` there is damage the listing hid.
+    """
+    from stores import _names
+
+    root = pathlib.Path(url.partition(":")[2].partition("?")[0]) / "runs"
+    if not root.is_dir():
+        return
+    for directory in sorted(
+        p for shard in root.iterdir() if shard.is_dir() for p in shard.iterdir()
+    ):
+        logs = [p for p in directory.glob("*.log") if p.stem.isdigit()]
+        wid = _names.id_of(directory.name) or _logged_id(logs)
+        if wid is None:
+            if logs:
+                check.problems.append(
+                    {
+                        "workflow_id": "",
+                        "run_id": "",
+                        "kind": "damaged",
+                        "detail": f"{directory}: no log has a readable WorkflowStarted",
+                    }
+                )
+            continue
+        if len(logs) <= listed.get(wid, 0):
+            continue
+        try:
+            s.read(wid)
+        except CorruptionError as exc:
+            check.problems.append(
+                {"workflow_id": wid, "run_id": "", "kind": "damaged", "detail": str(exc)}
+            )
+        except WorkflowError:
+            pass  # a create that never finished: nothing was acknowledged
+
+
+def _logged_id(logs: list[pathlib.Path]) -> str | None:
+    """The workflow id in the first line of a log (``checksum batch k/n {json}``)."""
+    for log in sorted(logs):
+        try:
+            with log.open("rb") as f:
+                line = f.readline()
+            event = json.loads(line.split(b" ", 3)[3])
+            return str(event["workflow_id"])
+        except (OSError, IndexError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 @store.command(name="verify")
 @click.argument("url", required=False, metavar="[URL]")
 @click.option(
@@ -130,7 +184,8 @@ def verify_store(state: State, url: str | None, app_spec: str | None) -> None:
     checksums (CorruptionError); each history must begin with its run's
     WorkflowStarted, carry consecutive indexes, and agree with the index
     (status, length).  URL defaults to the store in use.  Exit status 1 on
-    any problem.
+    any problem.  A file: store's log directories are walked as well, since
+    the store leaves a run it cannot read out of its listing.
 
     \b
     Examples:
@@ -147,8 +202,14 @@ def verify_store(state: State, url: str | None, app_spec: str | None) -> None:
             check.runs += 1
             _check_run(check, s, info.id, info.run_id, app, cas)
             update(n, len(infos))
+    where = url or state.url()
+    if where.startswith("file:"):
+        listed: dict[str, int] = {}
+        for info in infos:
+            listed[info.id] = listed.get(info.id, 0) + 1
+        _hidden_damage(where, s, listed, check)
     if state.json:
-        emit_json({"store": url or state.url(), **msgspec.structs.asdict(check)})
+        emit_json({"store": where, **msgspec.structs.asdict(check)})
     else:
         out = state.console
         table = Table(box=None, show_header=False, pad_edge=False)
