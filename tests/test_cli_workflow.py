@@ -367,3 +367,12 @@ def test_reset_library_refuses_open_children_and_running_parents() -> None:
     assert len(list(store.runs())) == 2  # nothing was written
     new_run = reset(store, "p", 1, reason="from the top")  # before the child: fine
     assert store.describe("p").run_id == new_run
+
+
+def test_reset_doctest() -> None:
+    import doctest
+
+    import engine._reset
+
+    result = doctest.testmod(engine._reset)
+    assert result.failed == 0 and result.attempted > 0

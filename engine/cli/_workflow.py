@@ -3,6 +3,7 @@ reset."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -233,6 +234,12 @@ def list_(
 # ---------------------------------------------------------------------- describe
 
 
+def _due(info: WorkflowInfo) -> str:
+    if info.due is None:
+        return ""
+    return "now" if info.due <= datetime.now(UTC) else format_time(info.due)
+
+
 @workflow.command()
 @_ID
 @_RUN
@@ -272,7 +279,7 @@ def describe(state: State, workflow_id: str, run_id: str | None) -> None:
         ("Started", format_time(info.start_time)),
         ("Closed", format_time(info.close_time)),
         ("History length", str(info.history_length)),
-        ("Next due", format_time(info.due)),
+        ("Next due", _due(info)),
         ("Blocked", info.blocked or ""),
         *[(name.replace("_", " ").capitalize(), show_value(link)) for name, link in links.items()],
         ("Last failure", waits.last_failure or ""),
