@@ -1,0 +1,1 @@
+"""Pipelines defined in TOML (``engine.pipeline``): ``reindex.toml`` and its tasks."""
