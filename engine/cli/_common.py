@@ -96,7 +96,10 @@ class State:
                 if not create:
                     hint = "" if self.store_url else " (give --store URL or set TPP_STORE)"
                     raise CliError(f"no store at {url}: {path} does not exist{hint}")
-                (where if scheme == "file" else where.parent).mkdir(parents=True, exist_ok=True)
+                try:
+                    (where if scheme == "file" else where.parent).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CliError(f"cannot create store {url}: {exc.strerror}: {path}") from None
         try:
             store = stores.open(url)
         except (ValueError, TypeError) as exc:
