@@ -75,6 +75,13 @@ class PipelineError(ValueError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+def _toml(value: Any) -> str:
+    """``value`` as TOML writes it (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 def parse_duration(value: Any, key: str = "timeout") -> timedelta:
     """A duration from a pipeline file: ``"5m"``, ``"30s"``, ``"1h30m"``, ``"250ms"``, or ms.
 
@@ -87,7 +94,7 @@ def parse_duration(value: Any, key: str = "timeout") -> timedelta:
             raise ValueError(f"{key} must be positive, got {value} ms")
         return timedelta(milliseconds=value)
     if not isinstance(value, str):
-        raise ValueError(f"{key} = {value!r} is not a duration: {hint}")
+        raise ValueError(f"{key} = {_toml(value)} is not a duration: {hint}")
     text = value.strip()
     if not _DURATION.fullmatch(text):
         raise ValueError(f"{key} = {value!r} is not a duration: {hint}")
@@ -252,7 +259,7 @@ class _Reader:
             else:
                 self.problem(
                     self.at.key(start, "retry"),
-                    f"{what}: retry = {value!r}: give how many times to retry after the first "
+                    f"{what}: retry = {_toml(value)}: give how many times to retry after the first "
                     f"attempt (0 or more)",
                 )
         return out
@@ -373,7 +380,7 @@ class _Reader:
             if not isinstance(fan_out, bool):
                 self.problem(
                     self.at.key(start, "fan_out"),
-                    f"fan_out in {what} must be true or false, got {fan_out!r}",
+                    f"fan_out in {what} must be true or false, got {_toml(fan_out)}",
                 )
                 fan_out = False
             task["fan_out"] = fan_out

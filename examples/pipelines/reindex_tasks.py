@@ -11,7 +11,10 @@ per document under a directory (so worker processes share it, and a batch
 indexed twice is harmless: an upsert), or in memory when no directory is
 given.  It is *flaky* on request: ``ReindexRequest.flaky`` maps a batch number
 to how many attempts at it fail with a 503, decided by the attempt number, so
-the same batches fail in every process, after a crash too.
+the same batches fail in every process, after a crash too.  An *outage*
+(``SearchService.set_outage``) refuses some batches until it is over, however
+often they are tried: a run fails, and a re-run after the outage reuses what
+the failed run had finished.
 
     python -m examples.pipelines.reindex_tasks
 """
@@ -98,10 +101,29 @@ class SearchService:
     """A stand-in for a search service: documents by id, in a directory or in memory."""
 
     _memory: ClassVar[dict[str, dict[str, object]]] = {}
+    _memory_outage: ClassVar[set[int]] = set()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, directory: str | None) -> None:
         self.directory = pathlib.Path(directory) if directory is not None else None
+
+    def set_outage(self, batches: list[int]) -> None:
+        """Refuse these batch numbers (with a 503) until the next ``set_outage([])``."""
+        if self.directory is None:
+            with self._lock:
+                self._memory_outage.clear()
+                self._memory_outage.update(batches)
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "outage").write_text(json.dumps(sorted(batches)))
+
+    def down(self, batch: int) -> bool:
+        if self.directory is None:
+            return batch in self._memory_outage
+        try:
+            return batch in json.loads((self.directory / "outage").read_text())
+        except FileNotFoundError:
+            return False
 
     def count(self) -> int:
         if self.directory is None:
@@ -122,8 +144,10 @@ class SearchService:
 
     @classmethod
     def clear_memory(cls) -> None:
+        """Forget the in-memory index and outage."""
         with cls._lock:
             cls._memory.clear()
+            cls._memory_outage.clear()
 
 
 def snapshot(request: ReindexRequest) -> int:
@@ -160,9 +184,9 @@ def index_batch(batch: Batch) -> Indexed:
     """Upsert a batch's documents; the service drops the batch's first ``failures`` attempts."""
     attempt = activity_context().attempt
     time.sleep(batch.pause)
-    if attempt <= batch.failures:
-        raise ConnectionError(f"503 Service Unavailable (batch {batch.number}, attempt {attempt})")
     service = SearchService(batch.index_dir)
+    if attempt <= batch.failures or service.down(batch.number):
+        raise ConnectionError(f"503 Service Unavailable (batch {batch.number}, attempt {attempt})")
     for p in batch.products:
         service.upsert(p.sku, {"title": p.title, "price_cents": p.price_cents})
     return Indexed(batch=batch.number, documents=len(batch.products), attempt=attempt)
