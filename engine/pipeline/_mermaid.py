@@ -77,7 +77,9 @@ def _progress_text(p: TaskProgress, fan_out: bool) -> str:
         return "not run" if p.state == "skipped" else "pending"
     text = p.state
     if fan_out:
-        text = f"{p.completed + p.reused}/{p.scheduled + p.reused} items {p.state}"
+        text = f"{p.completed + p.reused}/{p.scheduled + p.reused} done"
+        if p.failed:
+            text += f", {p.failed} failed"
         if p.reused:
             text += f" ({p.reused} reused)"
     if p.retried:

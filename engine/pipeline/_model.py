@@ -110,7 +110,7 @@ def input_digest(args: Sequence[Any]) -> str:
 
     A dataclass and the dict it decodes to from a history digest alike.
     """
-    canonical = msgspec.json.encode(msgspec.to_builtins(list(args)), order="sorted")
+    canonical = msgspec.json.encode(msgspec.to_builtins(list(args), str_keys=True), order="sorted")
     return _digest(canonical)
 
 
