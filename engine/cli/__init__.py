@@ -73,11 +73,12 @@ def cli(
 
     \b
     Examples:
-      tpp worker --app examples.expense_approval
-      tpp workflow start --type expense_report -w exp-1 --input '{"id": "exp-1", ...}'
-      tpp workflow show -w exp-1
-      tpp verify --app examples.expense_approval histories/*.json
-      tpp store copy file:.tpp/files sqlite:backup.db
+      tpp workflow start --type subscription -w sub-42 --input '"cust-42"'
+      tpp worker --app examples.subscription
+      tpp workflow show -w sub-42
+      tpp workflow show -w sub-42 --output json > sub-42.json
+      tpp verify --app examples.subscription sub-42.json
+      tpp store copy sqlite:.tpp/store.db file:/backups/tpp
       tpp stats
 
     \b
