@@ -18,6 +18,7 @@ import os
 import pathlib
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ from ._model import Pipeline, Project
 from ._parse import load, load_project
 from ._workflow import Reuse, RunInput
 
-__all__ = ["open_pipeline", "reusable", "run", "start"]
+__all__ = ["is_project", "open_pipeline", "reusable", "run", "start"]
 
 _REUSABLE = (Status.FAILED, Status.CANCELLED, Status.TERMINATED)
 
@@ -48,9 +49,7 @@ def open_pipeline(target: Pipeline | str | os.PathLike[str], name: str | None = 
     """
     if isinstance(target, Pipeline):
         return target
-    path = pathlib.Path(target)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if "[project]" in text:
+    if is_project(target):
         project: Project = load_project(target)
         if name is None:
             if len(project) != 1:
@@ -64,6 +63,15 @@ def open_pipeline(target: Pipeline | str | os.PathLike[str], name: str | None = 
     if name is not None and name != pipeline.name:
         raise ValueError(f"{str(target)!r} is pipeline {pipeline.name!r}, not {name!r}")
     return pipeline
+
+
+def is_project(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a project file (TOML with a ``[project]`` table)."""
+    try:
+        data = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # loading it as a pipeline says what is wrong
+    return isinstance(data.get("project"), dict)
 
 
 def reusable(client: Client, pipeline: Pipeline, workflow_id: str, args: list[Any]) -> Reuse | None:
