@@ -263,3 +263,27 @@ def test_the_example_project_loads() -> None:
 
     assert [w.__temporalpp__.name for w in app.workflows] == ["pipeline:reindex"]
     assert len(app.activities) == 5
+
+
+def test_the_public_api_is_sorted_and_complete() -> None:
+    import engine.pipeline
+
+    names = engine.pipeline.__all__
+    assert list(names) == sorted(names)
+    public = {
+        n
+        for n, v in vars(engine.pipeline).items()
+        if not n.startswith("_") and type(v) is not type(engine.pipeline)
+    }
+    assert public == set(names) | {"annotations"} or public == set(names)
+
+
+def test_the_docstring_examples_run() -> None:
+    import doctest
+
+    import engine.pipeline
+    from engine.pipeline import _history, _model, _parse, _run
+
+    for module in (engine.pipeline, _history, _model, _parse, _run):
+        failed, _ = doctest.testmod(module)
+        assert failed == 0, module.__name__

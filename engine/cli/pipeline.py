@@ -22,12 +22,13 @@ from ..pipeline import (
     PipelineError,
     RunView,
     history_mermaid,
+    is_project,
     load_project,
     open_pipeline,
     run,
     start,
 )
-from ..pipeline._run import is_project, reusable
+from ..pipeline._run import reusable
 from ._common import (
     EXIT_NOT_FINISHED,
     CliError,

@@ -19,12 +19,12 @@ workflow (``pipeline:NAME``) with one activity per task (``NAME.TASK``): give
 from ._history import RunView, TaskProgress, TaskStats, TaskStatsCollector, previous_results, scan
 from ._mermaid import history_mermaid, pipeline_mermaid, project_mermaid
 from ._model import SPEC_QUERY, Pipeline, PipelineSpec, Project, Task, TaskSpec, fingerprints
-from ._parse import PipelineError, Problem, load, load_project, loads, parse_duration
+from ._parse import PipelineError, Problem, load, loads, parse_duration
+from ._project import is_project, load_project
 from ._run import open_pipeline, reusable, run, start
 from ._workflow import Reuse, RunInput, TaskActivity, TaskFailedError, TaskInputError
 
 __all__ = [
-    "SPEC_QUERY",
     "Pipeline",
     "PipelineError",
     "PipelineSpec",
@@ -33,6 +33,7 @@ __all__ = [
     "Reuse",
     "RunInput",
     "RunView",
+    "SPEC_QUERY",
     "Task",
     "TaskActivity",
     "TaskFailedError",
@@ -43,6 +44,7 @@ __all__ = [
     "TaskStatsCollector",
     "fingerprints",
     "history_mermaid",
+    "is_project",
     "load",
     "load_project",
     "loads",

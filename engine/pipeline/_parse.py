@@ -1,6 +1,6 @@
 """Reading pipeline files: TOML, Mermaid edges, validation with line-precise errors.
 
-``load``/``loads`` read one pipeline, ``load_project`` a ``Project.toml``.
+``load``/``loads`` read one pipeline (``load_project``, in ``_project``, a ``Project.toml``).
 Every problem found is reported, each with its file and line, in one
 :class:`PipelineError` (a ``ValueError``): a TOML syntax error, a missing or
 unknown key, an unknown task in the graph, a task not in the graph, a cycle,
@@ -30,9 +30,9 @@ from datetime import timedelta
 from typing import Any, Final
 
 from .._defs import WorkflowDefinition
-from ._model import Pipeline, Project, Task
+from ._model import Pipeline, Task
 
-__all__ = ["PipelineError", "Problem", "load", "load_project", "loads", "parse_duration"]
+__all__ = ["PipelineError", "Problem", "load", "loads", "parse_duration", "read"]
 
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _PIPELINE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -513,7 +513,7 @@ def loads(text: str, *, source: str = "<string>") -> Pipeline:
     return pipeline
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[pathlib.Path, str]:
+def read(path: str | os.PathLike[str]) -> tuple[pathlib.Path, str]:
     p = pathlib.Path(path)
     try:
         return p, p.read_text(encoding="utf-8")
@@ -529,92 +529,5 @@ def load(path: str | os.PathLike[str]) -> Pipeline:
     >>> load("examples/pipelines/reindex.toml").name
     'reindex'
     """
-    p, text = _read(path)
+    p, text = read(path)
     return loads(text, source=str(p))
-
-
-def load_project(path: str | os.PathLike[str]) -> Project:
-    """Load a ``Project.toml``: ``[project]`` with ``members = ["a.toml", ...]``.
-
-    Members are paths relative to the project file; the project's directory
-    is importable for task types too.  Every member's problems are reported.
-    """
-    p, text = _read(path)
-    source = str(p)
-    at = _Locator(text)
-    problems: list[Problem] = []
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+)", str(exc))
-        raise PipelineError(
-            [Problem(source, int(m.group(1)) if m else 1, f"not valid TOML: {exc}")]
-        ) from None
-    table = data.get("project")
-    start = at.table("project")
-    if not isinstance(table, dict):
-        raise PipelineError([Problem(source, 1, "missing [project] table (with members = [...])")])
-    for key in table:
-        if key not in ("name", "description", "members"):
-            problems.append(
-                Problem(
-                    source,
-                    at.key(start, key),
-                    f"unknown key {key!r} in [project] (known: name, description, members)",
-                )
-            )
-    for key in data:
-        if key != "project":
-            problems.append(
-                Problem(
-                    source,
-                    at.table(key) or at.key(0, key),
-                    f"unknown table {key!r} (known: [project])",
-                )
-            )
-    members = table.get("members")
-    members_line = at.key(start, "members")
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        problems.append(
-            Problem(source, members_line, "members must be a non-empty list of pipeline files")
-        )
-        raise PipelineError(problems)
-    _importable(pathlib.Path.cwd())
-    _importable(p.parent)
-    pipelines: list[Pipeline] = []
-    seen: dict[str, str] = {}
-    for member in members:
-        line = at.string_line(members_line, f'"{member}"') if members_line else 1
-        file = p.parent / member
-        try:
-            pipeline = load(file)
-        except PipelineError as exc:
-            if exc.problems and exc.problems[0].message == "no such file":
-                problems.append(
-                    Problem(source, line, f"member {member!r}: no such file {str(file)!r}")
-                )
-            else:
-                problems.extend(exc.problems)
-            continue
-        if pipeline.name in seen:
-            problems.append(
-                Problem(
-                    source,
-                    line,
-                    f"member {member!r} is pipeline {pipeline.name!r}, as "
-                    f"{seen[pipeline.name]!r} is",
-                )
-            )
-            continue
-        seen[pipeline.name] = member
-        pipelines.append(pipeline)
-    if problems:
-        raise PipelineError(problems)
-    name = table.get("name", "")
-    description = table.get("description", "")
-    return Project(
-        pipelines,
-        name=name if isinstance(name, str) else "",
-        description=description if isinstance(description, str) else "",
-        path=p,
-    )

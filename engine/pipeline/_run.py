@@ -15,10 +15,8 @@ independent tasks really run in parallel) or, on a ``VirtualClock``, with
 from __future__ import annotations
 
 import os
-import pathlib
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +32,8 @@ from .._payloads import BlobStore
 from .._worker import Worker
 from ._history import RunView, previous_results, scan
 from ._model import Pipeline, Project
-from ._parse import load, load_project
+from ._parse import load
+from ._project import is_project, load_project
 from ._workflow import Reuse, RunInput
 
 __all__ = ["is_project", "open_pipeline", "reusable", "run", "start"]
@@ -63,15 +62,6 @@ def open_pipeline(target: Pipeline | str | os.PathLike[str], name: str | None = 
     if name is not None and name != pipeline.name:
         raise ValueError(f"{str(target)!r} is pipeline {pipeline.name!r}, not {name!r}")
     return pipeline
-
-
-def is_project(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a project file (TOML with a ``[project]`` table)."""
-    try:
-        data = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False  # loading it as a pipeline says what is wrong
-    return isinstance(data.get("project"), dict)
 
 
 def reusable(client: Client, pipeline: Pipeline, workflow_id: str, args: list[Any]) -> Reuse | None:
