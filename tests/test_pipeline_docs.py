@@ -1,0 +1,63 @@
+"""``docs/pipelines.md`` (the README's pipelines section): its Python runs and prints what it says.
+
+The same rule as ``tests/test_readme.py``: a line ``print(...)  # text`` must
+print ``text``, in order.  The Mermaid block is the golden drawing of the
+re-run it describes, and the error lines quote real messages.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "pipelines.md"
+TEXT = DOC.read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
+PRINT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_the_example_prints_what_its_comments_say(
+    index: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    code = compile(BLOCKS[index], f"docs/pipelines.md[python block {index}]", "exec")
+    exec(code, {"__name__": f"pipelines_doc_{index}"})
+    printed = iter(line.strip() for line in capsys.readouterr().out.splitlines())
+    for line in BLOCKS[index].splitlines():
+        m = PRINT_COMMENT.match(line)
+        if m is None:
+            continue
+        want = m.group(1).strip()
+        assert any(want == got or want.startswith(got + ":") for got in printed), (
+            f"block {index}: {line.strip()!r} did not print {want!r} in order"
+        )
+
+
+def test_there_is_an_example() -> None:
+    assert BLOCKS
+
+
+def test_the_mermaid_block_is_a_real_drawing() -> None:
+    (block,) = re.findall(r"```mermaid\n(.*?)```", TEXT, re.S)
+    assert "%% nightly: pipeline:reindex (COMPLETED)" in block
+    assert "4/4 done (3 reused)" in block and "class snapshot,fetch,split reused" in block
+
+
+def test_the_toml_block_is_the_example_file() -> None:
+    (block,) = re.findall(r"```toml\n(.*?)```", TEXT, re.S)
+    example = (ROOT / "examples" / "pipelines" / "reindex.toml").read_text()
+
+    def keys(text: str) -> list[str]:
+        return [
+            line.split("#")[0].strip()
+            for line in text.splitlines()
+            if line.split("#")[0].strip() and not line.lstrip().startswith(("timeout", "#"))
+        ]
+
+    assert [k for k in keys(block) if k != "retry = 5"] == [
+        k for k in keys(example) if k != "retry = 5"
+    ]
