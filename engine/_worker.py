@@ -189,6 +189,7 @@ class Worker:
     worker: the ``store``, the ``clock`` (workflow time: timers, retries,
     ``Now()``), the ``executor`` that runs ``def`` activities in ``run()``, and
     ``run_until_idle()``, which does all due work in the calling thread.
+    ``on_decision(seconds)`` is told how long each decision took (metrics).
     ``auto_register=True`` (what ``engine.run`` uses) also runs activities and
     child workflows that the workflow code yields as functions.
 
@@ -226,6 +227,7 @@ class Worker:
         check_args: bool = True,
         auto_register: bool = False,
         executor: concurrent.futures.Executor | None = None,
+        on_decision: Callable[[float], None] | None = None,
     ) -> None:
         self._owns_store = store is None
         if store is None:  # the embedded default: $TPP_STORE or ./.tpp/store.db
@@ -261,6 +263,7 @@ class Worker:
         self._backoff: dict[RunRef, int] = {}
         self._stopping = threading.Event()
         self._executor = executor
+        self.on_decision = on_decision
         self._pool: concurrent.futures.Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._progress = False
@@ -516,9 +519,12 @@ class Worker:
             return _Prepared(self._payloads, entry, inputs, None) if inputs else None
         expected = entry.length
         try:
+            t0 = time.perf_counter()
             if inputs:
                 interp.feed(inputs)
             decision = interp.decide(now, self._batch_id())
+            if self.on_decision is not None:
+                self.on_decision(time.perf_counter() - t0)
         except NonDeterminismError as exc:
             raise _Blocked(str(exc)) from exc
         if decision is None:  # only retry notices: record them where they were seen

@@ -33,7 +33,9 @@ def tpp(
     *args: str, env: Mapping[str, str | None] | None = None, input: str | None = None
 ) -> Result:
     """Run ``tpp ARGS`` in-process; TPP_STORE/TPP_OUTPUT unset unless ``env`` sets them."""
-    base: dict[str, str | None] = {"TPP_STORE": None, "TPP_OUTPUT": None, "TPP_CAS": None}
+    base: dict[str, str | None] = dict.fromkeys(
+        ("TPP_STORE", "TPP_OUTPUT", "TPP_CAS", "TPP_KEYS", "TPP_KEY_VAULT", "TPP_COMPRESSION")
+    )
     base.update(env or {})
     return _runner().invoke(
         cli, list(args), env=base, input=input, catch_exceptions=False, prog_name="tpp"

@@ -1,4 +1,4 @@
-"""``docs/cli.md`` (the README's section on ``tpp``) documents every command, and runs."""
+"""The README's section on ``tpp`` documents every command, and its walkthrough runs."""
 
 from __future__ import annotations
 
@@ -14,11 +14,19 @@ import pytest
 from .clikit import ROOT
 from .test_cli import COMMANDS
 
-DOC = ROOT / "docs" / "cli.md"
+README = ROOT / "README.md"
+
+
+def section() -> str:
+    """The README's "The `tpp` command line" section."""
+    text = README.read_text()
+    start = text.index("## The `tpp` command line")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
 
 
 def test_every_command_is_documented_with_an_example() -> None:
-    text = DOC.read_text()
+    text = section()
     blocks = "\n".join(re.findall(r"```sh\n(.*?)```", text, re.S))
     for path in COMMANDS:
         command = "tpp " + " ".join(path)
@@ -35,7 +43,7 @@ def _free_port() -> int:
 
 @pytest.mark.ci
 def test_the_documented_commands_run(tmp_path: pathlib.Path) -> None:
-    script = "\n".join(re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S))
+    script = "\n".join(re.findall(r"```sh\n(.*?)```", section(), re.S))
     for old, new in [
         ("/tmp/tpp-demo-copy.db", str(tmp_path / "copy.db")),
         ("/tmp/tpp-demo", str(tmp_path / "demo")),

@@ -10,9 +10,10 @@ Built on click, with rich tables and progress bars.  The command tree::
       verify --app SPEC [HISTORY_FILE|STORE_URL]...
       store copy SRC_URL DST_URL | verify [URL] | rebuild-index [URL]
       stats [--type T] [--since WHEN]
+      cas verify [CAS_URL] | gc [--grace SECONDS] [--dry-run]
 
 One module per command group (``_workflow``, ``_worker_cmd``, ``_verify``,
-``_store_cmd``, ``_stats``); ``_common`` holds the context, errors and output.
+``_store_cmd``, ``_stats``, ``_cas_cmd``); ``_common`` holds the context, errors and output.
 ``main`` is the console script's entry point (``tpp = "engine.cli:main"``).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from ._cas_cmd import cas
 from ._common import State, TppGroup, emit_json, output_options, pass_state
 from ._stats import stats
 from ._store_cmd import store
@@ -58,13 +60,41 @@ __all__ = ["cli", "main"]
     show_default=True,
     help="Output format: tables for people, JSON for scripts.",
 )
+@click.option(
+    "--keys",
+    envvar="TPP_KEYS",
+    show_envvar=True,
+    metavar="ID=HEX,...",
+    help="Payload encryption keys (AES-GCM, 64 hex digits each; the last is current).",
+)
+@click.option(
+    "--key-vault",
+    envvar="TPP_KEY_VAULT",
+    show_envvar=True,
+    metavar="DIR",
+    help="Directory of per-workflow data keys (needs --keys).",
+)
+@click.option(
+    "--compression",
+    envvar="TPP_COMPRESSION",
+    show_envvar=True,
+    type=click.Choice(["zstd"]),
+    help="Compress payloads this command writes.",
+)
 @click.option("--traceback", is_flag=True, help="Show the traceback of an unexpected error.")
 @click.version_option(
     __version__, "--version", prog_name="temporalpp", message="%(prog)s %(version)s"
 )
 @pass_state
 def cli(
-    state: State, store_url: str | None, cas_url: str | None, output: str, traceback: bool
+    state: State,
+    store_url: str | None,
+    cas_url: str | None,
+    output: str,
+    keys: str | None,
+    key_vault: str | None,
+    compression: str | None,
+    traceback: bool,
 ) -> None:
     """Temporal++: operate, inspect, verify and repair durable workflows.
 
@@ -87,6 +117,9 @@ def cli(
     """
     state.store_url = store_url
     state.cas_url = cas_url
+    state.keys = keys
+    state.key_vault = key_vault
+    state.compression = compression
     state.output = output.lower()
     state.traceback = traceback
 
@@ -120,7 +153,7 @@ def completion(shell: str) -> None:
     click.echo(cls(cli, {}, "tpp", "_TPP_COMPLETE").source())
 
 
-for command in (worker, workflow, verify, store, stats):
+for command in (worker, workflow, verify, store, stats, cas):
     cli.add_command(command)
 
 

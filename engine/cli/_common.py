@@ -66,6 +66,10 @@ class State:
     def __init__(self) -> None:
         self.store_url: str | None = None
         self.cas_url: str | None = None
+        self.keys: str | None = None
+        self.key_vault: str | None = None
+        self.compression: str | None = None
+        self._codec: Any = None
         self.output = "table"
         self.traceback = False
         self._stores: dict[str, Store] = {}
@@ -128,6 +132,31 @@ class State:
             except (WorkflowError, OSError) as exc:
                 raise CliError(f"cannot open CAS {self.cas_url}: {exc}") from None
         return self._cas
+
+    def codec(self) -> Any:
+        """The payload codec: ``--keys``/``--key-vault``/``--compression``, as the workers use.
+
+        ``None`` when none of them is given (the default codec, no encryption).
+        """
+        if self.keys is None and self.key_vault is None and self.compression is None:
+            return None
+        if self._codec is None:
+            from .._keys import FileKeyVault
+            from .._payloads import Keyring, PayloadCodec
+
+            try:
+                keys = Keyring.parse(self.keys) if self.keys else None
+                vault = FileKeyVault(self.key_vault) if self.key_vault else None
+                self._codec = PayloadCodec(
+                    compression=self.compression,  # type: ignore[arg-type]
+                    keys=keys,
+                    data_keys=vault,
+                )
+            except ValueError as exc:
+                raise CliError(f"bad payload codec options: {exc}") from None
+            except WorkflowError as exc:
+                raise CliError(f"cannot open the key vault {self.key_vault}: {exc}") from None
+        return self._codec
 
     def close(self) -> None:
         for store in self._stores.values():

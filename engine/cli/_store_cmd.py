@@ -79,7 +79,9 @@ class _Check(msgspec.Struct, kw_only=True):
     problems: list[dict[str, str]] = msgspec.field(default_factory=list)
 
 
-def _check_run(check: _Check, s: Store, wid: str, rid: str, app: App | None, cas: Any) -> None:
+def _check_run(
+    check: _Check, s: Store, wid: str, rid: str, app: App | None, cas: Any, codec: Any
+) -> None:
     def problem(kind: str, detail: str) -> None:
         check.problems.append({"workflow_id": wid, "run_id": rid, "kind": kind, "detail": detail})
 
@@ -109,7 +111,7 @@ def _check_run(check: _Check, s: Store, wid: str, rid: str, app: App | None, cas
         )
     if app is None or type(events[-1]) not in CLOSING_EVENTS:
         return
-    outcome = check_history(app, events, wid, cas=cas)
+    outcome = check_history(app, events, wid, cas=cas, codec=codec)
     if outcome.status == "skipped":
         check.not_in_app += 1
     elif outcome.status == "ok":
@@ -200,7 +202,7 @@ def verify_store(state: State, url: str | None, app_spec: str | None) -> None:
     with progress_bar(state, "verifying runs") as update:
         for n, info in enumerate(infos, 1):
             check.runs += 1
-            _check_run(check, s, info.id, info.run_id, app, cas)
+            _check_run(check, s, info.id, info.run_id, app, cas, state.codec())
             update(n, len(infos))
     where = url or state.url()
     if where.startswith("file:"):

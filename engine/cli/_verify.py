@@ -49,6 +49,7 @@ def check_history(
     strict: bool = False,
     check_args: bool = True,
     cas: Any = None,
+    codec: Any = None,
 ) -> Outcome:
     """Replay one history with the app's code; the outcome says OK or where it diverged."""
     out = Outcome(source=source, events=len(events))
@@ -71,9 +72,9 @@ def check_history(
         return out
     try:
         if strict:
-            assert_deterministic(fn, events, cas=cas, check_args=check_args)
+            assert_deterministic(fn, events, codec=codec, cas=cas, check_args=check_args)
         else:
-            replay(fn, events, cas=cas, check_args=check_args)
+            replay(fn, events, codec=codec, cas=cas, check_args=check_args)
     except NonDeterminismError as exc:
         out.status, out.detail = "diverged", str(exc)
     except AssertionError as exc:  # assert_deterministic: the live path differs
@@ -173,7 +174,13 @@ def verify(
             else:
                 outcomes.append(
                     check_history(
-                        app, got, source, strict=strict, check_args=not no_check_args, cas=cas
+                        app,
+                        got,
+                        source,
+                        strict=strict,
+                        check_args=not no_check_args,
+                        cas=cas,
+                        codec=state.codec(),
                     )
                 )
             update(len(outcomes), total)

@@ -103,8 +103,14 @@ def worker(
     cas = state.cas()
     if cas is not None:
         options["cas"] = cas
+    codec = state.codec()
+    if codec is not None:
+        options["codec"] = codec
     try:
         w = app.worker(store, **options)
+        if metrics is not None and w.on_decision is None:
+            w.on_decision = metrics.observe_decision  # measured in the worker, not guessed
+            store.time_decisions = False
         kinds = (
             ""
             if app.factory is not None  # a Worker the app built: it knows what it runs

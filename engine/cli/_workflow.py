@@ -38,7 +38,7 @@ _RUN = click.option("-r", "--run-id", default=None, help="A run of the id (defau
 
 
 def _client(state: State, store: Store) -> Client:
-    return Client(store, cas=state.cas())
+    return Client(store, cas=state.cas(), codec=state.codec())
 
 
 @click.group()
