@@ -1,0 +1,3 @@
+"""Shared pytest plugins: Azurite, started by the tests themselves (``tests/azurite.py``)."""
+
+pytest_plugins = ["tests.azurite"]
