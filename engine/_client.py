@@ -144,6 +144,27 @@ class Client:
         """End the run at once; no workflow code runs (not even ``finally`` blocks)."""
         self._send(workflow_id, WorkflowTerminated(time=self.clock.now(), reason=reason))
 
+    def reset(
+        self,
+        workflow_id: str,
+        to_event: int,
+        *,
+        run_id: str | None = None,
+        reason: str = "",
+    ) -> str:
+        """Repair a run: a new run keeps the history before decision ``to_event``, redoes the rest.
+
+        Temporal's reset (DBOS's fork): ``to_event`` is the index of a
+        ``WorkflowTaskCompleted``.  The current run is terminated if it is running;
+        the new run's ``WorkflowStarted.reset_from`` links to the old one.  Returns
+        the new run id.  ``ValueError`` for a point that is not a decision boundary.
+        """
+        from ._reset import reset
+
+        return reset(
+            self.store, workflow_id, to_event, run_id=run_id, reason=reason, clock=self.clock
+        )
+
     def query(self, workflow_id: str, name: str, type: Any = Any) -> Any:
         """The latest value the workflow published with ``SetQuery(name, value)``.
 

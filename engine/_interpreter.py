@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import GeneratorType
 from typing import Any, Final, NoReturn
 
@@ -143,8 +143,10 @@ def _describe(item: Any) -> str:
             return f"StartChildWorkflow({type_name(name, 'workflow')!r})"
         case MarkerRecorded(seq=seq) | SideEffect(fn=seq):
             return "SideEffect(...)"
-        case CommandRecord(kind="signal", name=name) | WaitSignal(name=name):
-            return f"WaitSignal({name!r})"
+        case CommandRecord(kind="signal", name=name, detail=seconds):
+            return _wait_text(name, timedelta(seconds=seconds) if seconds else None)
+        case WaitSignal(name=name, timeout=timeout):  # NB: its timeout was checked already
+            return _wait_text(name, None if timeout is None else to_timedelta(timeout, "timeout"))
         case CommandRecord(kind="all", detail=n):
             return f"All(<{int(n)} commands>)"
         case CommandRecord(kind="any", detail=n):
@@ -159,6 +161,12 @@ def _describe(item: Any) -> str:
             return "nothing more"
         case _:
             return type(item).__name__
+
+
+def _wait_text(name: Any, timeout: timedelta | None) -> str:
+    if timeout is None:
+        return f"WaitSignal({name!r})"
+    return f"WaitSignal({name!r}, timeout={timeout})"
 
 
 class Interpreter:

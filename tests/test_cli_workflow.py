@@ -376,3 +376,29 @@ def test_reset_doctest() -> None:
 
     result = doctest.testmod(engine._reset)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_client_reset_repairs_a_failed_run() -> None:
+    from engine import Client, VirtualClock, Worker, WorkflowFailedError
+    from engine.events import WorkflowTaskCompleted
+    from stores import MemoryStore
+
+    store = MemoryStore()
+    clock = VirtualClock()
+    client = Client(store, clock=clock)
+    client.start(cliapp.checkout, "o-9", 100, id="o-9")
+    Worker(store, cliapp.app.workflows, cliapp.app.activities, clock=clock).run_until_idle()
+    with pytest.raises(WorkflowFailedError, match="declined"):
+        client.result("o-9")
+    old = client.describe("o-9").run_id
+    decisions = [e.index for e in client.history("o-9") if isinstance(e, WorkflowTaskCompleted)]
+    with pytest.raises(ValueError):
+        client.reset("o-9", decisions[1] + 1)  # not a decision boundary: nothing written
+    assert client.describe("o-9").run_id == old
+    new = client.reset("o-9", decisions[1], reason="card processor fixed")
+    started = client.history("o-9")[0]
+    assert new != old and started.reset_from is not None  # type: ignore[union-attr]
+    assert started.reset_from.run_id == old  # type: ignore[union-attr]
+    fixed = Worker(store, cliapp.app_fixed.workflows, cliapp.app_fixed.activities, clock=clock)
+    fixed.run_until_idle()
+    assert client.result("o-9")["receipt"] == "charged 100 for o-9"

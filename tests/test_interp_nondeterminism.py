@@ -229,9 +229,13 @@ def test_signal_wait_changes() -> None:
 
     h = History(before).decide()
     msg = nde(h, renamed)
-    assert "sequence number 1: the history recorded WaitSignal('go') but the code yielded " in msg
-    assert "WaitSignal('start')" in msg
-    assert "sequence number 1" in nde(h, longer)
+    assert (
+        "sequence number 1: the history recorded WaitSignal('go', timeout=0:01:00) "
+        "but the code yielded WaitSignal('start', timeout=0:01:00)"
+    ) in msg
+    msg = nde(h, longer)  # the timeout is part of the message, so the change shows
+    assert "recorded WaitSignal('go', timeout=0:01:00) but the code yielded " in msg
+    assert "WaitSignal('go', timeout=0:02:00)" in msg
 
 
 def test_group_shape_changes() -> None:
