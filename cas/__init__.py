@@ -15,12 +15,18 @@ b'a large payload'
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ._ops import DamagedBlob, GcReport, VerifyReport, gc, verify
 from ._protocol import CAS, BlobInfo, BlobNotFoundError, check_digest, digest_of
 from .file import FileCAS
 from .memory import MemoryCAS
 
+if _typing.TYPE_CHECKING:
+    from .azure import AzureBlobCAS
+
 __all__ = [
+    "AzureBlobCAS",
     "BlobInfo",
     "BlobNotFoundError",
     "CAS",
@@ -36,7 +42,23 @@ __all__ = [
     "verify",
 ]
 
-_SCHEMES = "memory: or file:PATH (azure:// is planned but not supported yet)"
+_SCHEMES = (
+    "memory:, file:PATH, azure://CONTAINER[/PREFIX] (with a connection string) "
+    "or azure://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]"
+)
+
+
+def __getattr__(name: str) -> object:
+    # NB: AzureBlobCAS is imported on first use, so `import cas` never imports the azure SDK
+    if name == "AzureBlobCAS":
+        from .azure import AzureBlobCAS
+
+        return AzureBlobCAS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def open(url: str) -> CAS:
@@ -44,10 +66,20 @@ def open(url: str) -> CAS:
 
     ``memory:``; ``file:PATH`` (a directory), which takes
     ``?durability=fsync|none`` (default ``fsync``):
-    ``cas.open("file:.tpp/cas?durability=none")``.
+    ``cas.open("file:.tpp/cas?durability=none")``; ``azure://CONTAINER[/PREFIX]``
+    with a connection string (``$AZURE_STORAGE_CONNECTION_STRING`` or
+    ``?connection_string=``, percent-encoded) and
+    ``azure://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]`` with a credential
+    from the environment (see ``cas.azure``; needs the ``azure`` extra).
     """
     if not isinstance(url, str):
         raise TypeError(f"a CAS URL must be a string, got {url!r}")
+    if url.startswith("azure:"):
+        try:
+            from .azure import AzureBlobCAS
+        except ImportError as exc:
+            raise ImportError(f"{url.partition('?')[0]!r} needs the azure extra: {exc}") from exc
+        return AzureBlobCAS.from_url(url)
     scheme, sep, rest = url.partition(":")
     path, _, query = rest.partition("?")
     options = dict(part.partition("=")[::2] for part in query.split("&") if part)
