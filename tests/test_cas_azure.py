@@ -41,6 +41,17 @@ from tests.test_cas_gc import PLACES, Backend, populate
 HEX = "0123456789abcdef" * 4
 
 
+def dev_connection_string(port: int) -> str:
+    """Azurite's development account at ``127.0.0.1:port`` (nothing need listen there)."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+
+
+OFFLINE = dev_connection_string(9)  # for tests that never send a request
+
+
 def blob_client(cas: CAS, digest: str) -> BlobClient:
     """The blob behind ``digest``, reached around the CAS (documented layout)."""
     assert isinstance(cas, AzureBlobCAS)
@@ -178,12 +189,12 @@ def test_foreign_blobs_and_other_prefixes_are_not_listed(azurite: Azurite, conta
 @pytest.mark.parametrize(
     "prefix", ["/abs", "a//b", "a/../b", "./a", "a\\b", "a/\x00", "x" * 513, 7], ids=repr
 )
-def test_bad_prefixes_and_containers(azurite: Azurite, prefix: Any) -> None:
+def test_bad_prefixes_and_containers(prefix: Any) -> None:
     with pytest.raises(ValueError, match="prefix"):
-        AzureBlobCAS(azurite.connection_string, prefix=prefix)
+        AzureBlobCAS(OFFLINE, prefix=prefix)
     for name in ["ab", "Upper", "a--b", "-ab", "ab-", "a_b", "x" * 64, "a.b"]:
         with pytest.raises(ValueError, match="container name"):
-            AzureBlobCAS(azurite.connection_string, name)
+            AzureBlobCAS(OFFLINE, name)
 
 
 def test_bad_arguments() -> None:
@@ -419,10 +430,8 @@ def test_open_an_account_url(monkeypatch: pytest.MonkeyPatch) -> None:
         ("azure://acct.blob.core.windows.net/c?connection_string=x", "goes with"),
     ],
 )
-def test_bad_azure_urls(
-    url: str, message: str, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+def test_bad_azure_urls(url: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", OFFLINE)
     with pytest.raises(ValueError, match=message):
         cas_pkg.open(url)
 
@@ -519,15 +528,10 @@ def silent_server() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def _silent_cs(port: int) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-    )
-
-
 def test_a_server_that_never_answers_is_a_store_error(silent_server: int) -> None:
-    with AzureBlobCAS(_silent_cs(silent_server), "stall", retries=1, read_timeout=0.5) as blobs:
+    with AzureBlobCAS(
+        dev_connection_string(silent_server), "stall", retries=1, read_timeout=0.5
+    ) as blobs:
         error, took = _timed(lambda: blobs.has(digest_of(b"x")))
     assert 1.0 <= took < 3.0, took
     assert "no complete reply" in str(error) or "cannot reach" in str(error)
@@ -536,7 +540,7 @@ def test_a_server_that_never_answers_is_a_store_error(silent_server: int) -> Non
 @pytest.mark.ci
 def test_the_default_timeouts_on_a_silent_server(silent_server: int) -> None:
     """Defaults: 3 attempts with a 2 s read timeout -> StoreError in ~7 s, not a hang."""
-    with AzureBlobCAS(_silent_cs(silent_server), "stall") as blobs:
+    with AzureBlobCAS(dev_connection_string(silent_server), "stall") as blobs:
         _, took = _timed(lambda: blobs.put(b"x"))
     assert 6.0 <= took < 9.0, took
 
