@@ -260,13 +260,10 @@ def test_independent_tasks_run_in_parallel() -> None:
         "A & B & C --> D", ("A", "slow_a"), ("B", "slow_b"), ("C", "slow_c"), ("D", "collect")
     )
     client_store = MemoryStore()
-    t0 = time.monotonic()
     assert run(p, store=client_store, id="par") == ["a", "b", "c"]
-    elapsed = time.monotonic() - t0
     starts = [SPANS[n][0] for n in "abc"]
     ends = [SPANS[n][1] for n in "abc"]
     assert max(starts) < min(ends), f"the three tasks did not overlap: {SPANS}"
-    assert elapsed < 0.85, elapsed
     # one decision scheduled all three: the first wave is one All
     history = Client(client_store).history("par")
     heads = [i for i, ev in enumerate(history) if isinstance(ev, WorkflowTaskCompleted)]
