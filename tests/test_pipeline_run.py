@@ -493,3 +493,32 @@ def test_history_is_complete_per_activity() -> None:
     history = client.history(wid)
     done = Counter(ev.seq for ev in history if isinstance(ev, ActivityCompleted))
     assert set(done.values()) == {1} and len(done) == 1 + 1 + 1 + 3 + 1
+
+
+def test_every_history_a_pipeline_can_make_replays() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from engine.pipeline import RunInput
+    from engine.testing import histories
+
+    p = pipeline(
+        "A --> B --> C; A --> D",
+        ("A", "items"),
+        ("B", "square", "fan_out = true"),
+        ("C", "total"),
+        ("D", "twice"),
+    )
+    results = {
+        "demo.A": st.lists(st.builds(dict, n=st.integers(0, 5)), max_size=3),
+        "demo.B": st.integers(),
+        "demo.C": st.integers(),
+        "demo.D": st.integers(),
+    }
+
+    @settings(max_examples=40, deadline=None)
+    @given(histories(p.workflow, RunInput(args=[2]), results=results, activities=p.activities))
+    def replays(history: list[Any]) -> None:
+        assert_deterministic(p.workflow, history)
+
+    replays()
