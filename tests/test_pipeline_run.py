@@ -522,3 +522,28 @@ def test_every_history_a_pipeline_can_make_replays() -> None:
         assert_deterministic(p.workflow, history)
 
     replays()
+
+
+def test_a_rerun_reads_encrypted_offloaded_histories() -> None:
+    import cas as cas_package
+    from engine import Keyring, PayloadCodec
+    from engine.events import Json
+
+    codec = PayloadCodec(compression="zstd", keys=Keyring({"k1": bytes(32)}), offload_above=256)
+    blobs = cas_package.MemoryCAS()
+    p = load(REINDEX)
+    store, clock = MemoryStore(), VirtualClock()
+    client = Client(store, clock=clock, codec=codec, cas=blobs)
+    worker = Worker(store, p.workflows, p.activities, clock=clock, codec=codec, cas=blobs)
+    request = ReindexRequest(products=60, batch_size=20)
+    SearchService(None).set_outage([1])
+    start(client, p, request, id="sealed")
+    worker.run_until_idle(skip_time=True)
+    assert client.describe("sealed").status is Status.FAILED
+    history = client.history("sealed")
+    assert not any(isinstance(getattr(ev, "result", None), Json) for ev in history)  # sealed
+    SearchService(None).set_outage([])
+    start(client, p, request, id="sealed")
+    worker.run_until_idle(skip_time=True)
+    assert client.result("sealed")["indexed"] == 60
+    assert scheduled(client, "sealed") == ["reindex.index", "reindex.report"]

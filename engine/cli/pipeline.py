@@ -180,7 +180,7 @@ def run_command(
     p = _open(file, name)
     args = parse_inputs(inputs)
     store = state.store(create=True)
-    client = Client(store, cas=state.cas())
+    client = Client(store, cas=state.cas(), codec=state.codec())
     wid = workflow_id or str(uuid.uuid4())
     if detach:
         reused = reusable(client, p, wid, args)
@@ -211,6 +211,7 @@ def run_command(
                 store=store,
                 id=wid,
                 cas=state.cas(),
+                codec=state.codec(),
                 task_queue=task_queue,
                 timeout=timeout,
                 progress=display.update,
@@ -284,7 +285,7 @@ def workflow_graph(state: State, workflow_id: str, run_id: str | None, direction
       tpp workflow graph -w nightly
       tpp workflow graph -w order-42 --direction LR > order-42.mmd
     """
-    client = Client(state.store(), cas=state.cas())
+    client = Client(state.store(), cas=state.cas(), codec=state.codec())
     events = client.history(workflow_id, run_id)
     text = history_mermaid(events, client.decode, direction=direction.upper())
     if state.json:
