@@ -43,6 +43,10 @@ def test_the_command_tree() -> None:
         ("cas",),
         ("cas", "verify"),
         ("cas", "gc"),
+        ("pipeline",),
+        ("pipeline", "run"),
+        ("pipeline", "graph"),
+        ("workflow", "graph"),
         ("workflow",),
         *[
             ("workflow", name)

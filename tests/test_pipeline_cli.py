@@ -170,3 +170,29 @@ def test_workflow_graph_of_an_unknown_id(store_url: str) -> None:
 def test_bad_input_is_a_usage_error(store_url: str) -> None:
     result = invoke("--store", store_url, "pipeline", "run", str(REINDEX), "-i", "{products: 1}")
     assert result.exit_code == 2 and "is not valid JSON" in result.stderr
+
+
+def test_stats_counts_pipeline_tasks(tmp_path: pathlib.Path) -> None:
+    from engine import VirtualClock
+    from engine.pipeline import run
+    from examples.pipelines.reindex_tasks import ReindexRequest
+    from stores.file import FileStore
+
+    from .clikit import ROOT, as_json, ok, tpp
+
+    pipeline = load(ROOT / "examples" / "pipelines" / "reindex.toml")
+    with FileStore(tmp_path / "s") as store:
+        run(
+            pipeline,
+            ReindexRequest(products=30, flaky={1: 1}),
+            store=store,
+            id="nightly",
+            clock=VirtualClock(),
+        )
+    got = as_json(tpp("--store", f"file:{tmp_path / 's'}", "stats", "-o", "json"))
+    tasks = got["pipelines"]["reindex"]
+    assert set(tasks) >= {"fetch", "split", "index", "report"}
+    assert tasks["report"]["completed"] == 1 and tasks["index"]["retried"] == 1
+    assert all(t["failed"] == 0 and t["in_flight"] == 0 for t in tasks.values())
+    table = ok(tpp("--store", f"file:{tmp_path / 's'}", "stats")).stdout
+    assert "Pipeline tasks" in table and "reindex" in table

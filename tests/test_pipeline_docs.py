@@ -1,4 +1,4 @@
-"""``docs/pipelines.md`` (the README's pipelines section): its Python runs and prints what it says.
+"""The README's pipelines section: its Python runs and prints what it says.
 
 The same rule as ``tests/test_readme.py``: a line ``print(...)  # text`` must
 print ``text``, in order.  The Mermaid block is the golden drawing of the
@@ -13,8 +13,9 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "pipelines.md"
-TEXT = DOC.read_text()
+README = (ROOT / "README.md").read_text()
+_START = README.index("## Pipelines: DAGs of tasks in TOML")
+TEXT = README[_START : README.index("\n## ", _START + 1)]
 BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
 PRINT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
 
@@ -24,7 +25,7 @@ def test_the_example_prints_what_its_comments_say(
     index: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ROOT)
-    code = compile(BLOCKS[index], f"docs/pipelines.md[python block {index}]", "exec")
+    code = compile(BLOCKS[index], f"README.md[pipelines python block {index}]", "exec")
     exec(code, {"__name__": f"pipelines_doc_{index}"})
     printed = iter(line.strip() for line in capsys.readouterr().out.splitlines())
     for line in BLOCKS[index].splitlines():

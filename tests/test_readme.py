@@ -15,12 +15,15 @@ PRINT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_example_runs(
+    index: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each block runs, and prints what its comments say.
 
     A line ``print(...)  # text`` must print ``text``, or ``text`` may go on to
     explain (``# True: why``); the printed lines must come in the same order.
     """
+    monkeypatch.chdir(README.parent)  # examples name files relative to the repository
     code = compile(BLOCKS[index], f"README.md[python block {index}]", "exec")
     exec(code, {"__name__": f"readme_{index}"})
     printed = iter(line.strip() for line in capsys.readouterr().out.splitlines())
@@ -37,6 +40,6 @@ def test_readme_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> 
 def test_readme_has_the_two_commands() -> None:
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
-    test_command = next(line for line in ci if line.startswith("pip install"))
+    test_command = next(line for line in ci if line.startswith("npm ci && pip install"))
     assert test_command in text
     assert "pip install -e . && python -m examples.subscription" in text

@@ -6,14 +6,16 @@ Built on click, with rich tables and progress bars.  The command tree::
       version
       completion bash|zsh|fish
       worker --app SPEC [--task-queue Q] [--metrics-port PORT] [--until-idle]
-      workflow start|show|list|describe|signal|query|cancel|terminate|result|reset
+      workflow start|show|list|describe|signal|query|cancel|terminate|result|reset|graph
       verify --app SPEC [HISTORY_FILE|STORE_URL]...
       store copy SRC_URL DST_URL | verify [URL] | rebuild-index [URL]
       stats [--type T] [--since WHEN]
       cas verify [CAS_URL] | gc [--grace SECONDS] [--dry-run]
+      pipeline run FILE [--input JSON]... | graph FILE
 
 One module per command group (``_workflow``, ``_worker_cmd``, ``_verify``,
-``_store_cmd``, ``_stats``, ``_cas_cmd``); ``_common`` holds the context, errors and output.
+``_store_cmd``, ``_stats``, ``_cas_cmd``, ``pipeline``); ``_common`` holds the context,
+errors and output.
 ``main`` is the console script's entry point (``tpp = "engine.cli:main"``).
 """
 
@@ -29,6 +31,7 @@ from ._store_cmd import store
 from ._verify import verify
 from ._worker_cmd import worker
 from ._workflow import workflow
+from .pipeline import pipeline, workflow_graph
 
 __all__ = ["cli", "main"]
 
@@ -153,8 +156,9 @@ def completion(shell: str) -> None:
     click.echo(cls(cli, {}, "tpp", "_TPP_COMPLETE").source())
 
 
-for command in (worker, workflow, verify, store, stats, cas):
+for command in (worker, workflow, verify, store, stats, cas, pipeline):
     cli.add_command(command)
+workflow.add_command(workflow_graph)
 
 
 def main(argv: list[str] | None = None) -> int:

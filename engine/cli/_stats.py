@@ -21,6 +21,7 @@ from rich.table import Table
 
 from stores import Store
 
+from .._client import Client
 from .._events import (
     ActivityAttemptFailed,
     ActivityCompleted,
@@ -29,6 +30,7 @@ from .._events import (
     Event,
 )
 from .._info import Status, WorkflowInfo
+from ..pipeline import TaskStats, TaskStatsCollector
 from ._common import (
     State,
     emit_json,
@@ -75,6 +77,8 @@ class Stats(msgspec.Struct, kw_only=True):
     events: int
     workflows: dict[str, WorkflowStats]
     activities: dict[str, ActivityStats]
+    #: per pipeline, per task (``engine.pipeline`` runs only)
+    pipelines: dict[str, dict[str, TaskStats]] = {}
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -149,8 +153,12 @@ def compute(
     since: datetime | None = None,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    decode: Callable[..., Any] | None = None,
 ) -> Stats:
-    """Scan every run (``Store.runs`` + ``read``) of ``type`` started since ``since``."""
+    """Scan every run (``Store.runs`` + ``read``) of ``type`` started since ``since``.
+
+    ``decode`` (``Client.decode``) reads pipeline runs' payloads for per-task stats.
+    """
     now = now or datetime.now(UTC)
     infos = [
         i
@@ -161,11 +169,13 @@ def compute(
     acts: dict[str, ActivityStats] = {}
     lat: dict[str, list[float]] = {}
     events = 0
+    tasks = TaskStatsCollector(decode=decode if decode is not None else Client(store).decode)
     for n, info in enumerate(infos, 1):
         _count_run(workflows.setdefault(info.type, WorkflowStats()), info, now)
         history = store.read(info.id, info.run_id)
         events += len(history)
         _scan_activities(history, info.status is Status.RUNNING, acts, lat)
+        tasks.add(history)
         if progress is not None:
             progress(n, len(infos))
     for name, values in lat.items():
@@ -176,6 +186,7 @@ def compute(
         events=events,
         workflows=dict(sorted(workflows.items())),
         activities=dict(sorted(acts.items())),
+        pipelines=tasks.result(),
     )
 
 
@@ -196,6 +207,16 @@ _ACT_COLUMNS = (
     ("completed", "COMPLETED"),
     ("failed", "FAILED"),
     ("retried", "RETRIED"),
+    ("abandoned", "ABANDONED"),
+)
+
+_TASK_COLUMNS = (
+    ("pending", "PENDING"),
+    ("in_flight", "IN FLIGHT"),
+    ("completed", "COMPLETED"),
+    ("failed", "FAILED"),
+    ("retried", "RETRIED"),
+    ("reused", "REUSED"),
     ("abandoned", "ABANDONED"),
 )
 
@@ -223,7 +244,13 @@ def stats(state: State, type_: str | None, since: str | None) -> None:
     """
     store = state.store()
     with progress_bar(state, "scanning histories") as update:
-        result = compute(store, type=type_, since=parse_time(since, "--since"), progress=update)
+        result = compute(
+            store,
+            type=type_,
+            since=parse_time(since, "--since"),
+            progress=update,
+            decode=Client(store, cas=state.cas(), codec=state.codec()).decode,
+        )
     if state.json:
         emit_json(result)
         return
@@ -244,4 +271,15 @@ def stats(state: State, type_: str | None, since: str | None) -> None:
         act.add_row(name, *cells, format_seconds(a.p50), format_seconds(a.p95))
     out.print()
     out.print(act)
+    if result.pipelines:
+        pt = Table(title="Pipeline tasks", title_justify="left", box=None, pad_edge=False)
+        pt.add_column("PIPELINE")
+        pt.add_column("TASK")
+        for _, label in _TASK_COLUMNS:
+            pt.add_column(label, justify="right")
+        for pipeline_name, per_task in result.pipelines.items():
+            for task, t in per_task.items():
+                pt.add_row(pipeline_name, task, *[str(getattr(t, f)) for f, _ in _TASK_COLUMNS])
+        out.print()
+        out.print(pt)
     out.print(f"{result.runs} run(s), {result.events} events scanned", markup=False)
