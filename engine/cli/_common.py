@@ -57,7 +57,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # NB: click (8.2+) declares exit_code a ClassVar; this error's own status shadows it
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
 
 class State:
