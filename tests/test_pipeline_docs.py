@@ -16,7 +16,6 @@ README = (ROOT / "README.md").read_text()
 _START = README.index("## Pipelines: DAGs of tasks in TOML")
 TEXT = README[_START : README.index("\n## ", _START + 1)]
 BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
-PRINT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
 
 
 def test_there_is_an_example() -> None:
