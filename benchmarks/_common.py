@@ -12,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,3 +166,42 @@ def write_results(
     path.write_text(text)
     (directory / f"{part}-latest.json").write_text(text)
     return path
+
+
+def latest(part: str, directory: pathlib.Path) -> dict[str, Any] | None:
+    """The document of ``<part>-latest.json`` under ``directory``, or None."""
+    try:
+        doc: dict[str, Any] = json.loads((directory / f"{part}-latest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr for a long run; yields ``advance()``.
+
+    Off (``advance`` does nothing) when stderr is not a terminal, so logs,
+    pipes and the test suite see only the tables on stdout.
+    """
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
