@@ -198,7 +198,8 @@ def payload_slots(event: Event) -> list[tuple[str, Payload]]:
         if isinstance(value, _PAYLOAD_TYPES):
             out.append((name, value))
         elif isinstance(value, Failure):
-            path, chain = name, value
+            path = name
+            chain: Failure | None = value
             while chain is not None:
                 if chain.details is not None:
                     out.append((f"{path}.details", chain.details))
