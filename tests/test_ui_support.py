@@ -37,7 +37,17 @@ from engine import (
 from engine.ui import create_app
 from stores import MemoryStore
 
-__all__ = ["BASE", "UiEnv", "client_for", "csrf_of", "make_env", "post_confirmed", "ui_env"]
+__all__ = [
+    "ACTIVITIES",
+    "BASE",
+    "WORKFLOWS",
+    "UiEnv",
+    "client_for",
+    "csrf_of",
+    "make_env",
+    "post_confirmed",
+    "ui_env",
+]
 
 BASE = "http://127.0.0.1:8233"
 Gen = Generator[Any, Any, Any]
