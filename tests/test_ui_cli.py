@@ -145,6 +145,15 @@ def test_the_ui_uses_the_payload_codec_options(served: Served, url: str) -> None
     assert served.calls[0][0].state.ui.has_keys
 
 
+def test_refresh(served: Served, url: str) -> None:
+    pages: list[str] = []
+    served.probe = lambda app: pages.append(client_for(app).get("/").text)
+    invoke("--store", url, "ui", "--refresh", "0.5")
+    invoke("--store", url, "ui", "--refresh", "0")
+    assert 'hx-trigger="every 0.5s"' in pages[0] and "hx-trigger" not in pages[1]
+    assert invoke("--store", url, "ui", "--refresh", "-1").exit_code == 2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

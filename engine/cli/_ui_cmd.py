@@ -51,9 +51,17 @@ def _url(host: str, port: int) -> str:
     help="Require this token (a bearer header, or the login page); generated and printed "
     "when --host is not loopback and none is given.",
 )
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the list and a running workflow's page refresh themselves (0: never).",
+)
 @output_options()
 @pass_state
-def ui(state: State, host: str, port: int, token: str | None) -> None:
+def ui(state: State, host: str, port: int, token: str | None, refresh: float) -> None:
     """Serve the web UI: browse, inspect and operate workflows in a browser.
 
     Workflows list (filters, counts, pages; refreshes itself), one run (input,
@@ -68,6 +76,7 @@ def ui(state: State, host: str, port: int, token: str | None) -> None:
       tpp ui                                   # http://127.0.0.1:8233/
       tpp --store file:/srv/tpp ui --port 9000
       tpp ui --host 0.0.0.0 --token "$(openssl rand -hex 24)"
+      TPP_UI_TOKEN=... tpp ui --host 0.0.0.0 --port 80
     """
     from .._errors import WorkflowError
 
@@ -83,7 +92,7 @@ def ui(state: State, host: str, port: int, token: str | None) -> None:
         token, generated = secrets.token_urlsafe(24), True
     store = state.store()
     try:
-        app = create_app(store, cas=state.cas(), codec=state.codec(), token=token)
+        app = create_app(store, cas=state.cas(), codec=state.codec(), token=token, refresh=refresh)
     except (ValueError, WorkflowError) as exc:
         raise CliError(str(exc)) from None
     state.note(f"Temporal++ UI on {_url(host, port)} (store {state.url()}); Ctrl-C stops it")

@@ -125,6 +125,8 @@ def run_graph(events: Sequence[Event], status: str) -> Graph:
     by_seq: dict[int, _Group] = {}
     frontier: list[str] = []  # finished since the last decision that started something
     latest: list[str] = ["start"]  # what that decision started
+    # NB: ``frontier`` is consumed by the next decision that starts something, not at every
+    # decision, so a signal or an outcome that comes in between is never lost
     decision: dict[tuple[str, str], _Group] = {}
     new: list[str] = []
     sources: list[str] = []
@@ -133,8 +135,9 @@ def run_graph(events: Sequence[Event], status: str) -> Graph:
 
     def add(kind: str, key: str, seq: int, label: str, title: str) -> None:
         nonlocal sources
-        if not new:
-            sources = frontier or latest
+        if not new:  # the decision's first command: it follows what finished since the last
+            sources = frontier[:] or latest
+            frontier.clear()
         group = decision.get((kind, key))
         if group is None:
             node = Node(f"{kind[0]}{seq}", kind, label, title=title)
@@ -157,7 +160,7 @@ def run_graph(events: Sequence[Event], status: str) -> Graph:
         match ev:
             case WorkflowTaskCompleted():
                 if new:
-                    latest, frontier = new, []
+                    latest = new
                 new, decision, signals = [], {}, {}
             case ActivityScheduled(seq=seq, activity_type=name):
                 add("activity", name, seq, name, f"activity {name}")
@@ -190,7 +193,7 @@ def run_graph(events: Sequence[Event], status: str) -> Graph:
         group.finish(closed, waiting)
     if closed:
         if new:
-            latest, frontier = new, []
+            latest = new
         state = _FINISH_STATES.get(status, "completed")
         graph.nodes.append(Node("finish", "finish", status.lower(), "", state, status))
         graph.edges.extend((s, "finish") for s in (frontier or latest))
