@@ -298,7 +298,14 @@ def _clip(text: str, limit: int = _CHARS) -> str:
 
 
 def render_svg(graph: Graph, *, title: str = "") -> Markup:
-    """The graph as an inline ``<svg>`` element; every piece of text is escaped."""
+    """The graph as an inline ``<svg>`` element; every piece of text is escaped.
+
+    >>> graph = Graph([Node("start", "start", "<script>"), Node("a1", "activity", "charge")])
+    >>> graph.edges.append(("start", "a1"))
+    >>> svg = render_svg(graph)
+    >>> "&lt;script&gt;" in svg and "<script>" not in svg, svg.count('class="edge"')
+    (True, 1)
+    """
     layers = _layers(graph)
     widest = max((len(row) for row in layers), default=1)
     width = widest * (_W + _GX) - _GX + 2 * _PAD

@@ -67,7 +67,11 @@ Decode = Callable[[Payload], Any]
 
 
 class Urls:
-    """Links within the app (under ``root``, the ASGI root path), ids as query parameters."""
+    """Links within the app (under ``root``, the ASGI root path), ids as query parameters.
+
+    >>> Urls("/tpp").workflow("orders/7 ☃", "r1")
+    '/tpp/workflow?id=orders%2F7%20%E2%98%83&run=r1'
+    """
 
     def __init__(self, root: str = "") -> None:
         self.root = root.rstrip("/")
