@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +138,15 @@ def test_mistakes_are_one_line(served: Served, tmp_path: pathlib.Path) -> None:
     assert port.exit_code == 2
     keys = invoke("--store", "memory:", "--keys", "k=zz", "ui")
     assert keys.exit_code == 1 and "bad payload codec options" in keys.stderr
+
+
+def test_without_the_extra_the_command_says_what_to_install(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "engine.ui", None)  # as if starlette were missing
+    result = invoke("--store", "memory:", "ui")
+    assert result.exit_code == 1 and not served
+    assert "pip install 'temporalpp[ui]'" in result.stderr and "Traceback" not in result.output
 
 
 def test_the_ui_uses_the_payload_codec_options(served: Served, url: str) -> None:

@@ -247,6 +247,19 @@ def test_odd_ids_round_trip_through_every_link(wid: str) -> None:
     assert _ids(prefix.text) == [wid]
 
 
+def test_an_id_with_a_lone_surrogate_does_not_break_the_list() -> None:
+    env = make_env()
+    wid = "bad\udcffid"  # any str is a valid id; UTF-8 cannot encode this one
+    env.client.start("order", "zed", id=wid)
+    env.client.start("order", "zed", id="fine")
+    listing = env.http.get("/")
+    assert listing.status_code == 200 and "bad\\udcffid" in listing.text and "fine" in listing.text
+    link = re.search(r'<td class="wid"><a href="([^"]+)">bad', listing.text)
+    assert link is not None and "bad%ED%B3%BFid" in link.group(1)
+    page = env.http.get(html.unescape(link.group(1)))
+    assert page.status_code == 200 and "bad\\udcffid" in page.text
+
+
 def test_the_stats_page_has_the_data_of_tpp_stats(ui_env: UiEnv) -> None:
     page = ui_env.http.get("/stats")
     assert page.status_code == 200

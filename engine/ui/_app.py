@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
@@ -101,7 +101,16 @@ class Ui:
     def render(
         self, request: Request, name: str, context: dict[str, Any], status: int = 200
     ) -> Response:
-        return self.templates.TemplateResponse(request, name, context, status_code=status)
+        """A template as an HTML response.
+
+        NB: a lone surrogate (possible in an id, a name or a payload) is written as
+        its escape, ``\\udcff``, where strict UTF-8 would fail the whole page.
+        """
+        context = {"request": request, **context}
+        for processor in self.templates.context_processors:
+            context.update(processor(request))
+        text = self.templates.get_template(name).render(context)
+        return HTMLResponse(text.encode("utf-8", "backslashreplace"), status_code=status)
 
 
 def ui_of(request: Request) -> Ui:

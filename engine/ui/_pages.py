@@ -47,6 +47,7 @@ from ._views import (
     link_view,
     payload_slots,
     payload_view,
+    query,
     timeline,
 )
 
@@ -79,12 +80,12 @@ def _urls(request: Request) -> Urls:
 
 
 def _param(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
+    value = query(request.scope).get(name)
     return value if value else None
 
 
 def _required(request: Request, name: str) -> str:
-    value = request.query_params.get(name)
+    value = query(request.scope).get(name)
     if value is None or value == "":
         raise HTTPException(400, f"the query parameter {name!r} is required")
     return value
@@ -124,7 +125,7 @@ def _info_row(info: WorkflowInfo, urls: Urls) -> dict[str, Any]:
 
 def _list_context(ui: Ui, request: Request) -> tuple[dict[str, Any], int]:
     urls = _urls(request)
-    q = request.query_params
+    q = query(request.scope)
     filters = {k: q.get(k, "") for k in ("status", "type", "prefix", "since", "until")}
     size = int(q.get("size", "50")) if q.get("size", "50") in {str(s) for s in PAGE_SIZES} else 50
     ctx: dict[str, Any] = {"filters": filters, "size": size, "sizes": PAGE_SIZES, "error": None}
@@ -393,7 +394,7 @@ def workflow_page(request: Request) -> Response:
         "boundaries": _boundaries(history),
         "svg": svg,
         "nodes": nodes,
-        "done": DONE.get(request.query_params.get("done", "")),
+        "done": DONE.get(query(request.scope).get("done", "")),
         "live_url": urls.path(
             "/partials/workflow", id=info.id, run=info.run_id, shown=len(history)
         ),
@@ -408,7 +409,7 @@ def workflow_partial(request: Request) -> Response:
     ui, info, history = _load(request)
     urls = _urls(request)
     try:
-        shown = int(request.query_params.get("shown", "0"))
+        shown = int(query(request.scope).get("shown", "0"))
     except ValueError:
         shown = 0
     ctx = _live(ui, urls, info, history)

@@ -15,12 +15,14 @@ Theory of operation:
   else).  The middleware gives each browser a random nonce in a ``SameSite=Strict``
   cookie, and the pages put ``HMAC(app secret, nonce)`` in a hidden form field;
   :func:`check_csrf` recomputes and compares it in constant time, and refuses a
-  cross-origin ``Origin`` header.  A request authenticated by a bearer header
+  cross-origin (or ``null``) ``Origin`` header.  A request authenticated by a bearer header
   (which a browser never sends by itself) needs no CSRF field.
 * **Headers.**  A Content-Security-Policy that allows scripts, styles, images
   and connections from the app only (no inline script or style, no eval), no
-  framing (``frame-ancestors 'none'``), ``nosniff``, no referrer (ids are in
-  URLs), and ``no-store`` on everything but the versioned static files.
+  framing (``frame-ancestors 'none'``), ``nosniff``, no referrer to other sites
+  (ids are in URLs; ``same-origin``, so the app's own forms carry a real
+  ``Origin``, and an ``Origin: null`` is refused), and ``no-store`` on everything
+  but the versioned static files.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ _HEADERS: Final = (
     ("content-security-policy", CSP),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
     ("cross-origin-opener-policy", "same-origin"),
     ("cross-origin-resource-policy", "same-origin"),
     ("permissions-policy", "camera=(), microphone=(), geolocation=()"),
@@ -244,9 +246,9 @@ def check_csrf(request: Request, form: FormData) -> None:
     if state.get("bearer"):
         return
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin.lower() != expected.lower():
+    if origin is not None:  # NB: compared by host and port, so a TLS proxy in front is fine
+        netloc = urllib.parse.urlsplit(origin).netloc if origin != "null" else "null"
+        if netloc.lower() != request.headers.get("host", "").lower():
             raise HTTPException(403, f"cross-origin request refused (Origin {origin})")
     given = form.get(CSRF_FIELD)
     want = state.get("csrf_token", "")

@@ -53,6 +53,7 @@ __all__ = [
     "payload_slots",
     "payload_view",
     "pretty",
+    "query",
     "timeline",
 ]
 
@@ -77,9 +78,16 @@ class Urls:
         self.root = root.rstrip("/")
 
     def path(self, path: str, **params: Any) -> str:
-        """``root + path`` with ``params`` (``None`` values left out) percent-encoded."""
-        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
-        text = urllib.parse.urlencode(query, quote_via=urllib.parse.quote, safe="")
+        """``root + path`` with ``params`` (``None`` values left out) percent-encoded.
+
+        NB: UTF-8 with ``surrogatepass``, as :func:`query` reads it back, so even an
+        id with a lone surrogate (any ``str`` is a valid id) links to its page.
+        """
+        text = "&".join(
+            f"{k}={urllib.parse.quote(str(v).encode('utf-8', 'surrogatepass'), safe='')}"
+            for k, v in params.items()
+            if v is not None and v != ""
+        )
         return f"{self.root}{path}" + (f"?{text}" if text else "")
 
     def workflow(self, workflow_id: str, run_id: str | None = None, **params: Any) -> str:
@@ -90,6 +98,22 @@ class Urls:
 
     def static(self, name: str) -> str:
         return f"{self.root}/static/{name}"
+
+
+def query(scope: Any) -> dict[str, str]:
+    """A request's query parameters (``scope`` is the ASGI scope), as :meth:`Urls.path` wrote them.
+
+    >>> query({"query_string": b"id=a%2Fb%20%E2%98%83&run=&id2=x+y"})
+    {'id': 'a/b ☃', 'run': '', 'id2': 'x y'}
+    """
+    raw = scope.get("query_string", b"").decode("ascii", "replace")
+    try:
+        pairs = urllib.parse.parse_qsl(
+            raw, keep_blank_values=True, encoding="utf-8", errors="surrogatepass"
+        )
+    except UnicodeDecodeError:  # not UTF-8 at all: not from a link of ours
+        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, errors="replace")
+    return dict(pairs)
 
 
 # --------------------------------------------------------------------------- payloads
