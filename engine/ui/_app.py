@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
@@ -44,6 +44,7 @@ from .._codec import Codec
 from .._errors import WorkflowNotFoundError
 from .._payloads import BlobStore, PayloadCodec
 from ._security import CSRF_FIELD, Guard
+from ._views import Urls
 
 __all__ = ["HTMX", "Ui", "create_app"]
 
@@ -83,8 +84,6 @@ class Ui:
         self.templates = Jinja2Templates(env=env, context_processors=[self._context])
 
     def _context(self, request: Request) -> dict[str, Any]:
-        from ._views import Urls
-
         state = request.scope.get("state", {})
         return {
             "urls": Urls(request.scope.get("root_path", "")),
@@ -156,8 +155,6 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 def _error_page(request: Request, status: int, message: str) -> Response:
     if "hx-request" in request.headers:
-        from starlette.responses import PlainTextResponse
-
         return PlainTextResponse(message, status_code=status)
     ui = ui_of(request)
     return ui.render(request, "error.html", {"status": status, "message": message}, status)
