@@ -1570,10 +1570,23 @@ class FileStore:
 
     @_store_errors
     def runs(self) -> Iterator[WorkflowInfo]:
+        """Every run; ``CorruptionError`` if a log cannot even be identified.
+
+        A run whose first line is damaged cannot be listed, and skipping it would
+        let GC sweep the blobs it references or a copy leave it behind, so it is
+        an error here (``list`` leaves it out; ``read`` of a listed run raises).
+        """
         with self._mu:
             self._check_open()
             self._sync()
             infos = [r.summary.info() for r in self._runs.values() if r.summary is not None]
+            damaged = [w.damaged for w in self._wids.values() if w.damaged is not None]
+            damaged += [r.corrupt for r in self._runs.values() if r.summary is None and r.corrupt]
+        if damaged:
+            raise CorruptionError(
+                f"{damaged[0]} ({len(damaged)} damaged log(s)): a run that cannot be read "
+                f"cannot be skipped by GC, copy or stats; `tpp store verify` lists them"
+            )
         return iter(infos)
 
     @_store_errors

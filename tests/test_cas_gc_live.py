@@ -85,3 +85,30 @@ def test_gc_while_a_worker_writes_removes_exactly_the_unreferenced_blobs(tmp_pat
         # every blob left is referenced: the sweep took exactly the garbage
         assert set(blobs) == referenced
         assert len(referenced) == 2 * len(ids)
+
+
+def test_gc_refuses_to_sweep_past_a_run_it_cannot_read(tmp_path: Path) -> None:
+    """A log whose first line is damaged cannot be listed: GC must not take that as
+    'no references' and sweep the blobs the rest of the log points to."""
+    import pytest
+
+    from engine import CorruptionError
+
+    codec = PayloadCodec()
+    cas_dir = tmp_path / "cas"
+    with FileStore(tmp_path / "store") as store, FileCAS(cas_dir) as blobs:
+        client = Client(store, cas=blobs, codec=codec)
+        client.start(pipeline, 1, 2, id="damaged")
+        Worker(store, [pipeline], [produce], cas=blobs, codec=codec).run_until_idle()
+        referenced = set(blobs)
+        assert len(referenced) == 2
+    for digest in referenced:
+        _age(cas_dir, digest, 3600)
+    (log,) = (tmp_path / "store" / "runs").rglob("*.log")
+    data = bytearray(log.read_bytes())
+    data[20] ^= 0x01  # the first line: the run's WorkflowStarted
+    log.write_bytes(bytes(data))
+    with FileStore(tmp_path / "store") as store, FileCAS(cas_dir) as blobs:
+        with pytest.raises(CorruptionError, match="damaged"):
+            gc(store, blobs, grace=0)
+        assert set(blobs) == referenced  # nothing swept

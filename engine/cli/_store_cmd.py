@@ -17,6 +17,7 @@ from stores._summary import RunSummary
 from .._apps import App, load_app
 from .._errors import CorruptionError, WorkflowError
 from .._events import CLOSING_EVENTS, Event, WorkflowStarted
+from .._info import WorkflowInfo
 from ._common import EXIT_FAILED, State, emit_json, output_options, pass_state, progress_bar
 from ._verify import check_history
 
@@ -197,8 +198,11 @@ def verify_store(state: State, url: str | None, app_spec: str | None) -> None:
     app = load_app(app_spec).resolve(None) if app_spec else None
     s = state.store(url)
     cas = state.cas()
-    infos = list(s.runs())
     check = _Check()
+    try:
+        infos = list(s.runs())
+    except CorruptionError:  # a log it cannot even list: check what it can, walk the rest
+        infos = _listed(s)
     with progress_bar(state, "verifying runs") as update:
         for n, info in enumerate(infos, 1):
             check.runs += 1
@@ -229,6 +233,18 @@ def verify_store(state: State, url: str | None, app_spec: str | None) -> None:
             out.print(p["detail"], markup=False, soft_wrap=True)
     if check.problems:
         raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _listed(s: Store) -> list[WorkflowInfo]:
+    """Every run the store's visibility listing shows (it leaves unreadable logs out)."""
+    out: list[WorkflowInfo] = []
+    token: str | None = None
+    while True:
+        page = s.list(page_token=token)
+        out.extend(page.items)
+        token = page.next_page_token
+        if token is None:
+            return out
 
 
 @store.command(name="rebuild-index")
