@@ -41,15 +41,25 @@ def open(url: str) -> Store:
     ``memory:``; ``file:PATH`` (a directory); ``sqlite:PATH`` (a database file).
     Durable stores take ``?durability=fsync|flush|none`` (default ``fsync``):
     ``stores.open("sqlite:.tpp/store.db?durability=flush")``.
+    ``azure://CONTAINER[/PREFIX]`` (a connection string from
+    ``?connection_string=...`` or ``$AZURE_STORAGE_CONNECTION_STRING``) and
+    ``azure://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]`` open an
+    ``AzureBlobStore`` (the ``azure`` extra; forms and options in ``stores.azure``).
     """
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a string, got {url!r}")
+    if url.startswith("azure:"):
+        from .azure import AzureBlobStore
+
+        return AzureBlobStore.from_url(url)
     scheme, sep, rest = url.partition(":")
     path, _, query = rest.partition("?")
     options = dict(part.partition("=")[::2] for part in query.split("&") if part)
     durability = options.pop("durability", "fsync")
     if not sep or scheme not in ("memory", "file", "sqlite"):
-        raise ValueError(f"unknown store URL {url!r}: expected memory:, file:PATH or sqlite:PATH")
+        raise ValueError(
+            f"unknown store URL {url!r}: expected memory:, file:PATH, sqlite:PATH or azure://..."
+        )
     if options:
         raise ValueError(f"unknown store URL option(s) {sorted(options)} in {url!r}")
     if scheme == "memory":
