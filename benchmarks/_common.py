@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+RUN_ENV = "TPP_BENCH_RUN"  # set by ``python -m benchmarks``: the id of one whole-suite run
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def default_results_dir() -> pathlib.Path:
+    """``$TPP_BENCH_RESULTS``, else ``benchmarks/results``."""
+    return pathlib.Path(os.environ.get("TPP_BENCH_RESULTS", RESULTS_DIR))
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -29,7 +35,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--results-dir",
         type=pathlib.Path,
-        default=pathlib.Path(os.environ.get("TPP_BENCH_RESULTS", RESULTS_DIR)),
+        default=default_results_dir(),
         help="where the JSON results go (default benchmarks/results, or $TPP_BENCH_RESULTS)",
     )
     return p
@@ -151,6 +157,7 @@ def write_results(
     doc = {
         "benchmark": part,
         "timestamp": now.isoformat(),
+        "run": os.environ.get(RUN_ENV),
         "machine": machine(),
         "versions": versions(),
         "parameters": parameters,
@@ -175,6 +182,39 @@ def latest(part: str, directory: pathlib.Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc
+
+
+def this_run(doc: dict[str, Any], quick: bool) -> bool:
+    """Whether a results document belongs with figures being measured now.
+
+    Within ``python -m benchmarks`` (``$TPP_BENCH_RUN`` set): written by this
+    run.  Otherwise: written by this commit.  Either way with the same ``quick``.
+    """
+    if doc.get("parameters", {}).get("quick") != quick:
+        return False
+    run = os.environ.get(RUN_ENV)
+    if run:
+        return bool(doc.get("run") == run)
+    return bool(doc.get("versions", {}).get("git") == versions()["git"])
+
+
+def e2e_runs(directory: pathlib.Path, quick: bool) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest e2e result per (store, durability) under ``directory``, of this run.
+
+    ``e2e-<store>-latest.json`` keeps one durability level; the timestamped
+    files keep them all.
+    """
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(directory.glob("e2e-*-2*.json")):  # timestamps sort in time order
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        params = doc.get("parameters", {})
+        if not this_run(doc, quick):
+            continue
+        newest[str(params.get("store", "?")), str(params.get("durability") or "")] = doc
+    return newest
 
 
 @contextmanager

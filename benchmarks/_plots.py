@@ -9,7 +9,6 @@ for want of a plot.  Drawing runs on the Agg backend: no display is needed.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -90,79 +89,78 @@ def _ms_per_replay(row: Mapping[str, Any], events_per_s: float) -> float:
     return 1e3 * float(row["events"]) / events_per_s
 
 
+def _by_activities(
+    results: Sequence[Mapping[str, Any]], pattern: str
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """Rows whose name matches ``pattern`` (group 1: an activity count), measured, by count."""
+    found = [
+        (int(m.group(1).replace(",", "")), row)
+        for m, row in _rows(results, pattern)
+        if "median" in row
+    ]
+    return sorted(found, key=lambda pair: pair[0])
+
+
 def replay_cost(
-    directory: pathlib.Path,
-    results: Sequence[Mapping[str, Any]],
-    peer: Mapping[int, Mapping[str, Any]] | None = None,
+    directory: pathlib.Path, results: Sequence[Mapping[str, Any]], name: str = "replay-cost"
 ) -> pathlib.Path | None:
     """Replay from scratch (ms) and the live path (us per new event) against history length.
 
-    ``results`` are the replay part's rows; ``peer`` optionally maps history
-    lengths in events to a durabletask replay row (events/s) for the left panel.
+    Reads the replay part's rows (``replay from scratch, N activities``,
+    ``incremental, history of N activities``) or the peers part's
+    (``replay N activities: Temporal++`` and ``...: durabletask``).
     """
-    scratch = sorted(
-        (r["events"], r) for _, r in _rows(results, r"replay from scratch, [\d,]+ activities")
+    ours = _by_activities(results, r"replay from scratch, ([\d,]+) activities") or _by_activities(
+        results, r"replay ([\d,]+) activities: Temporal\+\+"
     )
-    live = sorted(
-        (r["history_events"], r)
-        for _, r in _rows(results, r"incremental, history of [\d,]+ activities")
-    )
+    peer = _by_activities(results, r"replay ([\d,]+) activities: durabletask")
+    live = _by_activities(results, r"incremental, history of ([\d,]+) activities")
+    if not ours:
+        return None
 
     def draw(fig: Any) -> None:
-        left, right = fig.subplots(1, 2)
-        if scratch:
-            _errorbar(
-                left,
-                [n for n, _ in scratch],
-                [r for _, r in scratch],
-                scale=_ms_per_replay,
-                label="Temporal++ (engine.Interpreter)",
-            )
-        if peer:
-            lengths = sorted(peer)
-            rows = [peer[n] for n in lengths]
-            _errorbar(left, lengths, rows, scale=_ms_per_replay, label="durabletask")
+        axes = fig.subplots(1, 2 if live else 1)
+        left = axes[0] if live else axes
+        for label, series in (("Temporal++ (engine.Interpreter)", ours), ("durabletask", peer)):
+            if series:
+                _errorbar(
+                    left,
+                    [n for n, _ in series],
+                    [r for _, r in series],
+                    scale=_ms_per_replay,
+                    label=f"{label}, {series[0][1]['events'] / series[0][0]:.0f} events/activity",
+                )
         left.set(
             xscale="log",
             yscale="log",
-            xlabel="history length (events)",
+            xlabel="history length (activities)",
             ylabel="ms per replay from scratch",
             title="Replay from scratch (a cache miss)",
         )
-        left.legend()
+        left.legend(fontsize="small")
         left.grid(True, which="both", alpha=0.3)
         if live:
+            right = axes[1]
             _errorbar(right, [n for n, _ in live], [r for _, r in live], color="C2")
-        right.set(
-            xscale="log",
-            ylim=(0, None),
-            xlabel="history length (events)",
-            ylabel="us per new event",
-            title="Live path (cached generator): flat in length",
-        )
-        right.grid(True, which="both", alpha=0.3)
+            right.set(
+                xscale="log",
+                ylim=(0, None),
+                xlabel="history length (activities)",
+                ylabel="us per new event",
+                title="Live path (cached generator): flat in length",
+            )
+            right.grid(True, which="both", alpha=0.3)
 
-    return write(directory, "replay-cost", draw)
+    return write(directory, name, draw)
 
 
-def e2e_throughput(directory: pathlib.Path, commit: str, quick: bool) -> pathlib.Path | None:
+def e2e_throughput(directory: pathlib.Path, quick: bool) -> pathlib.Path | None:
     """Grouped bars: activities/s per workload, for every store and durability level run.
 
-    Reads every ``e2e-*-<timestamp>.json`` under ``directory`` from this
-    ``commit`` and ``quick`` setting, keeping the newest per (store, durability).
+    Reads every ``e2e-*-<timestamp>.json`` under ``directory`` of this run
+    (``_common.this_run``), keeping the newest per (store, durability).
     """
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(directory.glob("e2e-*-2*.json")):  # timestamps sort in time order
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        params = doc.get("parameters", {})
-        if doc.get("versions", {}).get("git") != commit or params.get("quick") != quick:
-            continue
-        store = str(params.get("store", "?"))
-        level = str(params.get("durability") or "")
-        newest[(store, level)] = doc
+    newest = c.e2e_runs(directory, quick)
     if not newest:
         return None
     order = {"memory": 0, "sqlite": 1, "file": 2}

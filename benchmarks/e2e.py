@@ -35,6 +35,7 @@ from engine import Client, ScheduleActivity, Status, WaitSignal, Worker, activit
 from engine.events import WorkflowTaskCompleted
 
 from . import _common as c
+from . import _plots
 
 
 @activity
@@ -282,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
     }
     path = c.write_results(f"e2e-{args.store}", params, results, args.results_dir)
+    _plots.e2e_throughput(args.results_dir, args.quick)  # every store run
     print(f"\nresults: {path}")
     return 0
 

@@ -18,10 +18,11 @@ parts' stores use), each the median of ``--repeat`` repetitions:
 * bare generator resumes/s (yielding a fresh command each time).
 
 Then each Temporal++ figure over the ceiling that bounds it.  A figure comes
-from another part's ``<part>-latest.json`` in the results directory when that
-was written by this commit with the same ``--quick`` setting (as after
-``python -m benchmarks``), else it is measured here with that part's own
-functions, at smaller sizes; ``--fresh`` always measures here.  Every row says
+from another part's results in the results directory when they belong with
+this run (within ``python -m benchmarks``: written by the same suite run;
+alone: by this commit; either way with the same ``--quick`` setting), else it
+is measured here with that part's own functions, at smaller sizes; ``--fresh``
+always measures here.  Every row says
 where its figure came from.
 """
 
@@ -268,20 +269,22 @@ class Figures:
     ) -> None:
         self.directory, self.sizes, self.repeat = directory, sizes, repeat
         self.quick, self.fresh = quick, fresh
-        self.commit = c.versions()["git"]
         self._history: list[Any] | None = None
 
-    def _doc(self, part: str, **params: Any) -> tuple[dict[str, Any], str] | None:
+    def _doc(self, part: str, **params: Any) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
+        """(rows by name, where they came from, parameters) of a fitting result, or None."""
         if self.fresh:
             return None
-        doc = c.latest(part, self.directory)
-        if doc is None or doc.get("versions", {}).get("git") != self.commit:
+        if part.startswith("e2e-"):  # e2e-<store>-latest.json holds only its last level
+            doc = c.e2e_runs(self.directory, self.quick).get(
+                (part.removeprefix("e2e-"), params.get("durability", ""))
+            )
+        else:
+            doc = c.latest(part, self.directory)
+        if doc is None or not c.this_run(doc, self.quick):
             return None
-        got = doc.get("parameters", {})
-        if got.get("quick") != self.quick or any(got.get(k) != v for k, v in params.items()):
-            return None
-        rows = {r["name"]: r for r in doc["results"]}
-        return rows, f"{part}-latest.json ({doc['timestamp'][:19]}Z)"
+        rows = {r["name"]: r for r in doc["results"] if "median" in r}
+        return rows, f"{doc['benchmark']} results of {doc['timestamp'][:19]}Z", doc["parameters"]
 
     def history(self) -> list[Any]:
         if self._history is None:
@@ -296,7 +299,7 @@ class Figures:
             "msgpack": "decode msgpack + replay",
         }
         if found is not None and all(n in found[0] for n in names.values()):
-            rows, source = found
+            rows, source, _ = found
             return [_from_row(name, rows[name], source) for name in names.values()]
         events = self.history()
         n = len(events)
@@ -340,14 +343,15 @@ class Figures:
         long_name = f"e2e {label}: 1x{long_k} activities"
         params: dict[str, Any] = {} if store == "memory" else {"durability": "fsync"}
         found = self._doc(f"e2e-{store}", **params)
-        if found is not None:
-            rows, source = found
-            wide = rows.get(f"{n}x{k} activities")
-            long = rows.get(f"1x{long_k} live cache")
+        if found is not None:  # its first workload and its long workflow, at its sizes
+            rows, source, doc_params = found
+            (n_, k_), long_ = doc_params["workloads"][0], doc_params["long"]
+            wide = rows.get(f"{n_}x{k_} activities")
+            long = rows.get(f"1x{long_} live cache")
             if wide is not None and long is not None:
                 return (
-                    _from_row(wide_name, wide, source),
-                    _per_second(long_name, long, source),
+                    _from_row(f"e2e {label}: {n_}x{k_} activities", wide, source),
+                    _per_second(f"e2e {label}: 1x{long_} activities", long, source),
                 )
         new_url = e2e.fresh_urls(store, "fsync")
 

@@ -501,7 +501,8 @@ def end_to_end(
         for kind, n, k in workloads:
             name = f"ratio {n}x{k} {kind}: {SIDES[ours]} / {SIDES[peer]}"
             if (ours, kind) not in rates or (peer, kind) not in rates:
-                rows.append(_unavailable(name, "ratio", down.get(peer) or down.get(ours, "?")))
+                reason = down.get(peer) or down.get(ours, "?")
+                rows.append({**_unavailable(name, "ratio", reason), "workload": kind})
                 continue
             paired = [a / b for a, b in zip(rates[ours, kind], rates[peer, kind], strict=True)]
             extra: dict[str, Any] = {"ours": ours, "peer": peer, "workload": kind}
@@ -621,6 +622,7 @@ def _print(results: list[dict[str, Any]], repeat: int) -> None:
 
 
 def _plot(results: list[dict[str, Any]], directory: pathlib.Path) -> None:
+    _plots.replay_cost(directory, results, name="peers-replay")
     ratios = [r for r in results if r["name"].startswith("ratio") and "median" in r]
     if ratios:
         _plots.ratios(

@@ -42,6 +42,7 @@ from engine.events import (
 )
 
 from . import _common as c
+from . import _plots
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FOREVER = 10**9
@@ -208,6 +209,22 @@ def main(argv: list[str] | None = None) -> int:
         bytes=len(as_msgpack),
     )
 
+    # replay from scratch at each length (its cost grows with the history; for the plot)
+    for length in lengths:
+        prefix = history[: 3 * length + 1]
+        results.append(
+            c.summary(
+                f"replay from scratch, {length:,} activities",
+                "events/s",
+                [
+                    len(prefix) / t
+                    for t in c.measure(lambda p=prefix: replay_from_scratch(p), repeat)
+                ],
+                events=len(prefix),
+                activities=length,
+            )
+        )
+
     # (c): the live path at several lengths
     for length in lengths:
         prefix = history[: 3 * length + 1]
@@ -269,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     path = c.write_results("replay", params, results, args.results_dir)
+    _plots.replay_cost(args.results_dir, results)
     print(f"\nresults: {path}")
     if args.profile:
         print()

@@ -34,6 +34,7 @@ from engine import Interpreter
 from engine.events import Event, Json, SignalReceived, WorkflowStarted
 
 from . import _common as c
+from . import _plots
 from .replay import build_history, sequential
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -92,8 +93,13 @@ def signal(i: int) -> SignalReceived:
     return SignalReceived(time=T0, name="tick", payload=PAYLOAD, request_id=str(i))
 
 
-def single_appends(open_store: Opener, n: int, repeat: int) -> list[tuple[float, float, float]]:
-    """Per repetition: (median latency s, p95 latency s, appends/s) of ``n`` appends."""
+def single_appends(
+    open_store: Opener, n: int, repeat: int, sink: list[float] | None = None
+) -> list[tuple[float, float, float]]:
+    """Per repetition: (median latency s, p95 latency s, appends/s) of ``n`` appends.
+
+    ``sink`` collects every timed latency (for the distribution plot).
+    """
     out = []
     for rep in range(repeat + 1):  # the first is a warm-up
         with fresh(open_store) as store:
@@ -108,6 +114,8 @@ def single_appends(open_store: Opener, n: int, repeat: int) -> list[tuple[float,
                 assert result.ok, result.error
             total = time.perf_counter() - t_start
         if rep:
+            if sink is not None:
+                sink.extend(latencies)
             p95 = statistics.quantiles(latencies, n=20, method="inclusive")[-1]
             out.append((statistics.median(latencies), p95, n / total))
     return out
@@ -179,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results: list[dict[str, Any]] = []
     rows: dict[str, list[list[str]]] = {"append": [], "group": [], "read": []}
+    latencies: dict[str, list[float]] = {}
     for label, open_store in found:
-        single = single_appends(open_store, appends, repeat)
+        single = single_appends(open_store, appends, repeat, latencies.setdefault(label, []))
         median_us = [1e6 * s[0] for s in single]
         p95_us = [1e6 * s[1] for s in single]
         rate = [s[2] for s in single]
@@ -229,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     path = c.write_results("stores", params, results, args.results_dir)
+    _plots.append_latency(args.results_dir, latencies)
     print(f"\nresults: {path}")
     return 0
 

@@ -76,10 +76,10 @@ def test_limits_reads_figures_from_this_run(tmp_path: pathlib.Path) -> None:
     figures = limits.Figures(tmp_path, limits.QUICK_SIZES, 5, quick=True, fresh=False)
     got = figures.replay()
     assert [f.median for f in got] == [3e6] * 3
-    assert all(f.source.startswith("replay-latest.json") for f in got)
+    assert all(f.source.startswith("replay results of") for f in got)
     # a full run's results do not stand in for a quick run's, nor with --fresh
     c.write_results("replay", {"quick": False}, replay_rows, tmp_path)
-    assert figures._doc("replay") is None
+    assert figures._doc("replay") is None  # not this run's setting
     c.write_results("replay", {"quick": True}, replay_rows, tmp_path)
     fresh = limits.Figures(tmp_path, limits.QUICK_SIZES, 5, quick=True, fresh=True)
     assert fresh._doc("replay") is None
