@@ -165,7 +165,9 @@ def _line_body(line: bytes) -> tuple[int, int, int, bytes] | None:
     """``(batch, i, n, json)`` of an intact line, or None if it fails its checksum."""
     try:
         rest = line[9:]
-        if line[8] != 0x20 or zlib.crc32(rest) != int(line[:8], 16):
+        # NB: compare the exact lower-case hex, not int(..., 16): that also takes
+        # "Fdeaad53", " deaad53" or "0_eaad53", so a flipped bit there went unseen
+        if line[8] != 0x20 or line[:8] != b"%08x" % zlib.crc32(rest):
             return None
         batch, position, body = rest.split(b" ", 2)
         i, n = position.split(b"/")
