@@ -13,11 +13,12 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import click
-import httpx2
 import pytest
 import uvicorn
 from click.testing import CliRunner, Result
@@ -186,14 +187,18 @@ def test_a_real_server_on_loopback() -> None:
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.started
-        with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            page = http.get("/")
-            assert page.status_code == 200 and "served/1 ☃" in page.text
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(base + "/", timeout=10) as page:
+            assert page.status == 200 and "served/1 ☃" in page.read().decode()
             assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-            link = http.get("/workflow", params={"id": "served/1 ☃"})
-            assert link.status_code == 200
-            rebinding = http.get("/", headers={"Host": "attacker.example"})
-            assert rebinding.status_code == 421
+        link = base + "/workflow?id=served%2F1%20%E2%98%83"
+        with urllib.request.urlopen(link, timeout=10) as page:
+            assert page.status == 200
+        rebinding = urllib.request.Request(base + "/", headers={"Host": "attacker.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebinding, timeout=10)
+        assert refused.value.code == 421
+        refused.value.close()
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -15,6 +15,8 @@ import pytest
 
 import engine.ui
 
+from . import test_ui_support  # noqa: F401 - imports Starlette's test client quietly first
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "docs" / "ui.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -166,6 +167,19 @@ def test_large_bodies_are_refused() -> None:
         "/workflow/signal", data={"id": "w", "name": "n", "payload": "1" * 2_000_000, "csrf": token}
     )
     assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield f"csrf={token}&id=w&name=n&payload=".encode()
+        for _ in range(40):
+            yield b"1" * 32_768
+
+    streamed = env.http.post(
+        "/workflow/signal",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert streamed.status_code == 413
+    assert env.http.get("/", headers={"content-length": "x"}).status_code == 413
 
 
 # --------------------------------------------------------------------------- token and hosts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +19,11 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # NB: Starlette >= 1.10 wants httpx2 for its test client and warns if it finds httpx only
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
 
 from engine import (
     Client,

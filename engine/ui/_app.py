@@ -50,8 +50,6 @@ __all__ = ["HTMX", "Ui", "create_app"]
 
 #: The vendored htmx build (``static/``; 0BSD licence beside it).
 HTMX: Final = "htmx-2.0.11.min.js"
-#: The largest request body accepted (forms are small; a signal payload is JSON text).
-MAX_BODY: Final = 1024 * 1024
 _TYPES: Final = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 
 
@@ -220,7 +218,6 @@ def create_app(
             )
         ],
         exception_handlers={HTTPException: _http_error, WorkflowNotFoundError: _not_found},
-        max_body_size=MAX_BODY,
     )
     app.state.ui = Ui(store, cas, codec, token=token, refresh=refresh)
     return app

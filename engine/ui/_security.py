@@ -17,6 +17,8 @@ Theory of operation:
   :func:`check_csrf` recomputes and compares it in constant time, and refuses a
   cross-origin (or ``null``) ``Origin`` header.  A request authenticated by a bearer header
   (which a browser never sends by itself) needs no CSRF field.
+* **Size.**  A request body above :data:`MAX_BODY` is refused with 413, by its
+  ``Content-Length`` or, when it streams, at the byte that crosses the limit.
 * **Headers.**  A Content-Security-Policy that allows scripts, styles, images
   and connections from the app only (no inline script or style, no eval), no
   framing (``frame-ancestors 'none'``), ``nosniff``, no referrer to other sites
@@ -45,6 +47,7 @@ __all__ = [
     "CSRF_COOKIE",
     "CSRF_FIELD",
     "LOOPBACK_HOSTS",
+    "MAX_BODY",
     "SESSION_COOKIE",
     "Guard",
     "check_csrf",
@@ -56,6 +59,8 @@ SESSION_COOKIE: Final = "tpp_ui_session"
 CSRF_COOKIE: Final = "tpp_ui_csrf"
 CSRF_FIELD: Final = "csrf"
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
+#: The largest request body accepted (forms are small; a signal payload is JSON text).
+MAX_BODY: Final = 1024 * 1024
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -190,7 +195,25 @@ class Guard:
                 _add_headers(message, path, fresh, scope)
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            too_large = PlainTextResponse(
+                f"the request body is larger than {MAX_BODY:,} bytes", status_code=413
+            )
+            await too_large(scope, receive, send_wrapper)
+            return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY:
+                    raise HTTPException(413, f"the request body is larger than {MAX_BODY:,} bytes")
+            return message
+
+        await self.app(scope, receive_limited, send_wrapper)
 
     def _unauthorised(self, request: Request) -> Response:
         root = request.scope.get("root_path", "")
