@@ -44,8 +44,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import os
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -203,6 +205,10 @@ class AzureBlobStore:
         }
         if api_version is not None:
             options["api_version"] = api_version
+        if not any(k.lower().endswith("_proxy") for k in os.environ):
+            # NB: requests scans the whole environment for proxies at every request
+            # (~1 ms each here); with no proxy configured there is nothing to find
+            options["use_env_settings"] = False
         if account.startswith(("https://", "http://")):
             client = ContainerClient(account, container, credential=credential, **options)
         elif "=" in account:
@@ -216,8 +222,6 @@ class AzureBlobStore:
             )
         self._client = client
         self._prefix = _check_prefix(prefix)
-        import urllib.parse
-
         scheme, netloc, path = urllib.parse.urlsplit(client.url)[:3]
         self._where = f"{scheme}://{netloc}{path}" + (f" (prefix {self._prefix!r})" * bool(prefix))
         self._blobs = Blobs(client, self._where)

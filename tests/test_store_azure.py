@@ -44,6 +44,10 @@ class TestAzureBlobStore(StoreConformance):
         container = azurite.new_container("st")
         return lambda: make(azurite, container)
 
+    @pytest.mark.ci  # NB: 2,000 starts and terminations, ~10,000 sequential requests
+    def test_claim_ignores_closed_runs(self, store: Store) -> None:
+        super().test_claim_ignores_closed_runs(store)
+
 
 @pytest.fixture
 def container(azurite: Azurite) -> str:
