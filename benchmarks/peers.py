@@ -211,7 +211,8 @@ def _dbos_pragmas() -> dict[str, str]:
         with engine.connect() as conn:
             mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
             sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-        level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, str(sync))
+        levels = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        level = levels.get(sync, str(sync)) if isinstance(sync, int) else str(sync)
         return {"journal_mode": str(mode), "synchronous": level}
     except Exception as exc:  # a private API: its absence only loses the record
         return {"pragmas": f"not read back: {type(exc).__name__}: {exc}"}
@@ -306,7 +307,8 @@ class DurableTaskReplay:
             return total
 
         self.helpers, self.worker, self.converter = helpers, worker, JsonDataConverter
-        self.registry = worker._Registry()
+        registry: Any = worker._Registry  # private and partly typed: used as Any
+        self.registry = registry()
         self.name = self.registry.add_orchestrator(sequential)
         self.registry.add_activity(step)
         self.step = task.get_name(step)
@@ -519,8 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--child-repetitions", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        workloads = [tuple(w) for w in json.loads(args.child_workloads)]
-        print(json.dumps(child(args.child, workloads, args.child_repetitions, args.quick)))  # type: ignore[arg-type]
+        asked = [(str(w), int(n), int(k)) for w, n, k in json.loads(args.child_workloads)]
+        print(json.dumps(child(args.child, asked, args.child_repetitions, args.quick)))
         return 0
     repeat = max(5, args.repeat)
     workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
