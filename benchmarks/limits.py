@@ -455,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     repeat = max(5, args.repeat)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    with c.progress("limits: ceilings", 14) as advance:
+    count = 6 + 2 * len(GROUPS) + len(SQLITE_LEVELS)  # the ceilings measured below
+    with c.progress("limits: ceilings", count) as advance:
         ceil = ceilings(sizes, repeat, advance)
     ceiling_rows = [
         [r["name"].removeprefix("ceiling: "), c.fmt(r["median"]), c.fmt(r["min"]), r["unit"]]

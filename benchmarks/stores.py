@@ -188,34 +188,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     rows: dict[str, list[list[str]]] = {"append": [], "group": [], "read": []}
     latencies: dict[str, list[float]] = {}
-    for label, open_store in found:
-        single = single_appends(open_store, appends, repeat, latencies.setdefault(label, []))
-        median_us = [1e6 * s[0] for s in single]
-        p95_us = [1e6 * s[1] for s in single]
-        rate = [s[2] for s in single]
-        results.append(c.summary(f"{label}: append latency median", "us", median_us))
-        results.append(c.summary(f"{label}: append latency p95", "us", p95_us))
-        results.append(c.summary(f"{label}: single appends", "appends/s", rate))
-        rows["append"].append(
-            [
-                label,
-                c.fmt(statistics.median(median_us)),
-                c.fmt(statistics.median(p95_us)),
-                c.fmt(statistics.median(rate)),
-            ]
-        )
-        group = group_commits(open_store, calls, repeat)
-        results.append(c.summary(f"{label}: group commit", "events/s", group, group=GROUP))
-        rows["group"].append([label, c.fmt(statistics.median(group))])
-        reads, replays = read_and_replay(open_store, history, repeat)
-        results.append(c.summary(f"{label}: read", "events/s", reads, events=len(history)))
-        results.append(
-            c.summary(f"{label}: read + replay", "events/s", replays, events=len(history))
-        )
-        rows["read"].append(
-            [label, c.fmt(statistics.median(reads)), c.fmt(statistics.median(replays))]
-        )
-        print(f"  {label} done", flush=True)
+    with c.progress("stores", len(found)) as advance:
+        for label, open_store in found:
+            single = single_appends(open_store, appends, repeat, latencies.setdefault(label, []))
+            median_us = [1e6 * s[0] for s in single]
+            p95_us = [1e6 * s[1] for s in single]
+            rate = [s[2] for s in single]
+            results.append(c.summary(f"{label}: append latency median", "us", median_us))
+            results.append(c.summary(f"{label}: append latency p95", "us", p95_us))
+            results.append(c.summary(f"{label}: single appends", "appends/s", rate))
+            rows["append"].append(
+                [
+                    label,
+                    c.fmt(statistics.median(median_us)),
+                    c.fmt(statistics.median(p95_us)),
+                    c.fmt(statistics.median(rate)),
+                ]
+            )
+            group = group_commits(open_store, calls, repeat)
+            results.append(c.summary(f"{label}: group commit", "events/s", group, group=GROUP))
+            rows["group"].append([label, c.fmt(statistics.median(group))])
+            reads, replays = read_and_replay(open_store, history, repeat)
+            results.append(c.summary(f"{label}: read", "events/s", reads, events=len(history)))
+            results.append(
+                c.summary(f"{label}: read + replay", "events/s", replays, events=len(history))
+            )
+            rows["read"].append(
+                [label, c.fmt(statistics.median(reads)), c.fmt(statistics.median(replays))]
+            )
+            print(f"  {label} done", flush=True)
+            advance()
     print(
         c.table(
             f"Single-event appends ({appends} per repetition)",
