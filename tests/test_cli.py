@@ -47,6 +47,7 @@ def test_the_command_tree() -> None:
         ("pipeline", "run"),
         ("pipeline", "graph"),
         ("workflow", "graph"),
+        ("ui",),
         ("workflow",),
         *[
             ("workflow", name)

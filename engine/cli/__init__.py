@@ -12,6 +12,7 @@ Built on click, with rich tables and progress bars.  The command tree::
       stats [--type T] [--since WHEN]
       cas verify [CAS_URL] | gc [--grace SECONDS] [--dry-run]
       pipeline run FILE [--input JSON]... | graph FILE
+      ui [--host H] [--port P] [--token T] [--refresh S]
 
 One module per command group (``_workflow``, ``_worker_cmd``, ``_verify``,
 ``_store_cmd``, ``_stats``, ``_cas_cmd``, ``pipeline``); ``_common`` holds the context,
@@ -28,6 +29,7 @@ from ._cas_cmd import cas
 from ._common import State, TppGroup, emit_json, output_options, pass_state
 from ._stats import stats
 from ._store_cmd import store
+from ._ui_cmd import ui
 from ._verify import verify
 from ._worker_cmd import worker
 from ._workflow import workflow
@@ -156,7 +158,7 @@ def completion(shell: str) -> None:
     click.echo(cls(cli, {}, "tpp", "_TPP_COMPLETE").source())
 
 
-for command in (worker, workflow, verify, store, stats, cas, pipeline):
+for command in (worker, workflow, verify, store, stats, cas, pipeline, ui):
     cli.add_command(command)
 workflow.add_command(workflow_graph)
 

@@ -262,7 +262,16 @@ def _message(exc: BaseException) -> tuple[str, int] | None:
 
 
 class TppGroup(click.Group):
-    """The root group: closes what the command opened, and turns errors into one line."""
+    """The root group: closes what the command opened, and turns errors into one line.
+
+    ``-h`` works like ``--help`` under any root of this class (click caches a
+    command's help option, so every root must agree on its names).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = dict(kwargs.pop("context_settings", None) or {})
+        settings.setdefault("help_option_names", ["-h", "--help"])
+        super().__init__(*args, context_settings=settings, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         state = ctx.ensure_object(State)
