@@ -78,6 +78,7 @@ def regenerate() -> None:
 
     MemoryStore.__init__ = recording  # type: ignore[method-assign]
     out = []
+    root = str(pathlib.Path(__file__).resolve().parents[2]) + "/"
     try:
         for name in MODULES:
             module = importlib.import_module(f"examples.{name}")
@@ -95,7 +96,8 @@ def regenerate() -> None:
                             "example": name,
                             "type": info.type,
                             "id": info.id,
-                            "history": encode_history(history).decode(),
+                            # tracebacks hold no local paths
+                            "history": encode_history(history).decode().replace(root, ""),
                         }
                     )
     finally:
