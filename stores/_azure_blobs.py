@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
 
 from azure.core import MatchConditions
@@ -230,6 +231,14 @@ class Blobs:
         except AzureError as exc:
             raise self.error(f"write {name}", exc) from exc
         return str(r["etag"])
+
+    def touch(self, name: str) -> datetime:
+        """Write an empty block blob; its Last-Modified (the service's clock)."""
+        self.ensure_container()
+        blob = self.client.get_blob_client(name)
+        r = self.call(f"write {name}", lambda: blob.upload_blob(b"", overwrite=True))
+        when: datetime = r["last_modified"]
+        return when
 
     def get(self, name: str) -> tuple[bytes, str] | None:
         """A whole (small) blob and its ETag, or None."""

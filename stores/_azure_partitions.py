@@ -36,9 +36,10 @@ import functools
 import heapq
 import itertools
 import logging
+import random
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from engine._errors import StoreError, WorkflowError
@@ -120,6 +121,8 @@ class Partitions:
         self._tiebreak = itertools.count()
         self._scanned: dict[str, float] = {}
         self._writing: dict[tuple[str, int], int] = {}  # inbox segment this handle writes to
+        # queue -> when this handle last wrote its presence (monotonic, and the service's clock)
+        self._present: dict[str, tuple[float, datetime]] = {}
 
     # ------------------------------------------------------------------ which partition
 
@@ -231,13 +234,25 @@ class Partitions:
         self.store._forget_claims(part.runs)
 
     def scan(self, queue: str) -> None:
-        """List the queue's partitions: take free ones, read inboxes that grew."""
+        """List the queue's partitions: read inboxes that grew, balance, take free ones.
+
+        Balancing (as Durable Functions' partition manager): every handle that
+        claims from a queue keeps a presence blob there (``w/<lease id>``, written
+        every third of a lease); the live ones (written within a lease) share
+        the partitions, ``ceil(partitions / live)`` each.  A handle above its
+        share + 1 hands back partitions with nothing claimed; one below takes
+        free ones (in random order, so that handles starting together spread).
+        """
         prefix = self.names.queue_dir(queue)
         leased: set[int] = set()
         exists: set[int] = set()
         inbox: dict[int, dict[int, int]] = {}
+        seen: dict[str, datetime] = {}
         for props in self.blobs.list(prefix):
             rest = props.name[len(prefix) :]
+            if rest.startswith("w/"):
+                seen[rest[2:]] = props.last_modified
+                continue
             head, _, tail = rest.partition(".")
             if not head.isdigit():
                 continue
@@ -260,10 +275,48 @@ class Partitions:
                 self.poll(part)
             if part.pending:
                 self._recheck(part)
-        for p in range(self.count):
-            if (queue, p) in self.held or p in leased:
-                continue
-            self.acquire(queue, p, exists=p in exists)
+        share = self._share(queue, seen)
+        mine = [part for (q, _), part in self.held.items() if q == queue]
+        if len(mine) > share + 1:
+            busy = {self.of(run) for run in self.store._claimed()}
+            for part in list(mine):
+                if len(mine) <= share:
+                    break
+                if (part.queue, part.p) not in busy:
+                    self.hand_back(part)
+                    mine.remove(part)
+        free = [p for p in range(self.count) if (queue, p) not in self.held and p not in leased]
+        random.shuffle(free)
+        for p in free:
+            if len(mine) >= share:
+                break
+            if self.acquire(queue, p, exists=p in exists):
+                mine.append(self.held[(queue, p)])
+
+    def _share(self, queue: str, seen: dict[str, datetime]) -> int:
+        """This handle's fair share of the queue's partitions (writing its presence if due)."""
+        name = f"{self.names.queue_dir(queue)}w/{self.lease_id}"
+        mono = time.monotonic()
+        wrote = self._present.get(queue)
+        if wrote is None or self.lease_id not in seen or mono - wrote[0] >= self.lease_seconds / 3:
+            wrote = self._present[queue] = (mono, self.blobs.touch(name))
+        # the service's clock now: our presence's Last-Modified plus the time since we wrote it
+        now = wrote[1] + timedelta(seconds=mono - wrote[0])
+        alive = 1 + sum(
+            1
+            for handle, when in seen.items()
+            if handle != self.lease_id and when >= now - timedelta(seconds=self.lease_seconds)
+        )
+        return -(-self.count // alive)
+
+    def hand_back(self, part: Partition) -> None:
+        """Give a partition back (graceful): save its checkpoint, release its lease."""
+        try:
+            self.save(part)
+            if (part.queue, part.p) in self.held:
+                self.blobs.release(part.ckpt, self.lease_id)
+        finally:
+            self.lose(part)
 
     def acquire(self, queue: str, p: int, *, exists: bool) -> bool:
         name = self.names.checkpoint(queue, p)
@@ -405,6 +458,9 @@ class Partitions:
 
     def release_all(self) -> None:
         """Save every held partition's checkpoint and give its lease back (graceful)."""
+        for queue in self._present:
+            with contextlib.suppress(StoreError):
+                self.blobs.delete(f"{self.names.queue_dir(queue)}w/{self.lease_id}")
         for part in list(self.held.values()):
             try:
                 if part.renewed + self.lease_seconds - _MARGIN > time.monotonic():

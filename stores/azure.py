@@ -371,6 +371,16 @@ class AzureBlobStore:
             raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
         return self._remember(loaded)
 
+    def _claimed(self) -> builtins.list[Run]:
+        """Runs some owner of this handle has claimed."""
+        out = []
+        for keys in self._claims.values():
+            for key in keys:
+                run = self._runs.get(key)
+                if run is not None and run.owner is not None:
+                    out.append(run)
+        return out
+
     def _forget_claims(self, keys: set[Key]) -> None:
         for claims in self._claims.values():
             claims -= keys
@@ -717,6 +727,7 @@ class AzureBlobStore:
             self._owners[owner] = time.monotonic() + lease
             mine = self._claims.setdefault(owner, set())
             self._parts.maintain(task_queues)
+            self._owners[owner] = time.monotonic() + lease  # NB: from when the claim is granted
             for key, run in list(self._repairs.items()):
                 with contextlib.suppress(StoreError):
                     self._repair_closed(run)
@@ -731,8 +742,8 @@ class AzureBlobStore:
             self._expire_owners()
             if owner not in self._owners:
                 return []
-            self._owners[owner] = time.monotonic() + lease
             self._parts.maintain()
+            self._owners[owner] = time.monotonic() + lease
             out = []
             mine = self._claims.get(owner, set())
             for key in list(mine):
