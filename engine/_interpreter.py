@@ -273,6 +273,11 @@ class Interpreter:
             for ev in events:
                 index = self._count
                 self._count = index + 1
+                if ev.index != index and ev.index != -1:  # -1: not appended yet (own batch)
+                    self._inconsistent(
+                        f"event {index} carries index {ev.index}: the history has a gap, "
+                        f"a duplicate or a reordering"
+                    )
                 cls = type(ev)
                 if cls in decision_events:
                     if cls is WorkflowTaskCompleted:

@@ -400,12 +400,33 @@ def test_a_missing_timer_cancellation() -> None:
 
     h = History(wf).decide().complete(2, "r").decide()
     assert h.kinds() == ["TimerCancelled:3", "TimerStarted:4"]
-    events = [e for e in h.events if type(e) is not TimerCancelled]
+    # as an older version of the code would have recorded it: no cancellation, indexes dense
+    kept = [e for e in h.events if type(e) is not TimerCancelled]
+    events = [msgspec.structs.replace(e, index=i) for i, e in enumerate(kept)]
     with pytest.raises(NonDeterminismError) as info:
         Interpreter(wf).feed(events)
     msg = str(info.value)
     assert "at sequence number 3: the history recorded Timer(0:00:01) but the code yielded " in msg
     assert "the cancellation of timer 3" in msg
+
+
+def test_events_out_of_place_are_refused() -> None:
+    @workflow
+    def wf() -> Generator[Any, Any, Any]:
+        yield ScheduleActivity(charge, "c", 1)
+        yield Timer(1)
+
+    h = History(wf).decide().complete(1, "r").decide()
+    events = h.events
+    for broken in (
+        [*events[:3], events[3], *events[3:]],  # a duplicate
+        [*events[:3], *events[4:]],  # a gap
+        [*events[:3], events[4], events[3], *events[5:]],  # a swap
+    ):
+        with pytest.raises(NonDeterminismError, match=r"carries index .* a gap, a duplicate"):
+            Interpreter(wf).feed(broken)
+    unindexed = [msgspec.structs.replace(e, index=-1) for e in events]
+    Interpreter(wf).feed(unindexed)  # events not yet appended carry no index: accepted
 
 
 def test_a_foreign_marker_where_a_side_effect_was_recorded() -> None:

@@ -99,10 +99,10 @@ def test_the_interpreter_refuses_or_replays(case: tuple[Any, list[Event], str, b
 ACCEPTED: dict[str, int] = {}
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug, reported: replay accepts a duplicated event")
 def test_a_duplicated_completion_is_refused() -> None:
-    """Found by R5 (derandomized case): the interpreter does not check event indices, so
-    a history holding ``ActivityCompleted(seq=2, index=6)`` twice replays silently."""
+    """Found by R5 (derandomized case): the interpreter did not check event indices, so
+    a history holding ``ActivityCompleted(seq=2, index=6)`` twice replayed silently.
+    Fixed: an event whose index is not its position is refused."""
     for g in GOLDEN:
         if g["type"] == "quality_control":
             events = decode_history(g["history"].encode())
