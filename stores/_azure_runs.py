@@ -19,7 +19,9 @@ Rules that make concurrent writers safe without any lock:
 * **A segment rolls over at ``segment_blocks`` blocks**, counted exactly: a writer
   knows the block count from the read or append that told it the length, and
   never appends to a segment it knows to be full; readers go on to the next
-  segment when, and only when, a segment is full.  A batch never spans segments.
+  segment when, and only when, a segment is full.  A batch never spans segments
+  (its last block may take a segment past ``segment_blocks``, never past Azure's
+  50,000 while a batch has fewer than 50,000 - ``segment_blocks`` blocks).
 """
 
 from __future__ import annotations
@@ -225,8 +227,10 @@ class Log:
             check_decision(run.summary, events, tail, expected)
             batch_id = uuid.uuid4().hex
             blocks = fmt.pack_frames(batch_id, payload, self.max_block)
-            if run.blocks and run.blocks + len(blocks) > self.segment_blocks:
+            if run.blocks >= self.segment_blocks:  # NB: the readers' rule exactly
                 run.seg, run.end, run.resume, run.blocks = run.seg + 1, 0, 0, 0
+                # NB: the first writer of a segment creates it (409 for the others)
+                self.blobs.create_append(self.names.segment(run.workflow_id, run.ordinal, run.seg))
             name = self.names.segment(run.workflow_id, run.ordinal, run.seg)
             index = len(run.events)
             position = run.end

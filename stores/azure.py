@@ -174,9 +174,9 @@ class AzureBlobStore:
             raise ValueError(
                 f"lease_seconds must be 15..60 (Azure's leases), got {lease_seconds!r}"
             )
-        if not 2 <= segment_blocks <= 50_000 or not 2 <= inbox_blocks <= 45_000:
+        if not 2 <= segment_blocks <= 45_000 or not 2 <= inbox_blocks <= 45_000:
             raise ValueError(
-                "segment_blocks must be 2..50,000 and inbox_blocks 2..45,000 (an append blob "
+                "segment_blocks and inbox_blocks must be 2..45,000 (an append blob "
                 f"holds 50,000 blocks), got {segment_blocks!r} and {inbox_blocks!r}"
             )
         if not 256 <= max_block <= _MAX_BLOCK:

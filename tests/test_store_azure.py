@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("azure.storage.blob", reason="the azure extra is not installed")
 
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.storage.blob import BlobLeaseClient
+from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 import stores
 from cas.azure import _check_prefix
@@ -42,7 +42,7 @@ from engine.events import (
     WorkflowTaskCompleted,
     with_index,
 )
-from stores import Store
+from stores import RunRef, Store
 from stores import _azure_format as fmt
 from stores._azure_blobs import Moved, Unsure
 from stores._azure_url import parse_store_url
@@ -79,7 +79,12 @@ def make(azurite: Azurite, container: str, **options: Any) -> AzureBlobStore:
 
 
 class TestAzureBlobStore(StoreConformance):
-    """The suite, with ``reopen`` (everything lives in blobs).
+    """The suite, with ``reopen`` (everything lives in blobs) and ``crashes``.
+
+    ``crashes``: a batch is one block unless it is larger than ``max_block``; then
+    a crash between its blocks leaves it torn (``tear_last_batch`` leaves exactly
+    that: the last batch re-framed in parts, only the first one written), and
+    readers drop it.  ``test_a_crash_inside_a_large_batch_*`` below does it for real.
 
     ``shared`` is off: two handles do share the data and never own one run, but a
     handle keeps the partitions it holds until it closes or its leases expire, so a
@@ -88,11 +93,36 @@ class TestAzureBlobStore(StoreConformance):
     """
 
     reopen = True
+    crashes = True
 
     @pytest.fixture
     def make_store(self, azurite: Azurite) -> Callable[[], Store]:
         container = azurite.new_container("st")
+        self._container = ContainerClient.from_connection_string(
+            azurite.connection_string, container
+        )
         return lambda: make(azurite, container)
+
+    def tear_last_batch(self, store: Store, run: RunRef) -> None:
+        names = fmt.Names("")
+        client = self._container
+        [props] = [
+            p
+            for p in client.list_blobs(names.id_dir(run.workflow_id), include=["metadata"])
+            if fmt.started_from_meta(p.metadata).run_id == run.run_id  # type: ignore[union-attr]
+        ]
+        blob = client.get_blob_client(props.name)
+        data = blob.download_blob().readall()
+        batches, _ = fmt.frames(data, 0, str)
+        last = batches[-1]
+        parts = fmt.pack_frames(last.batch, last.payload, len(last.payload) // 2 + 160)
+        assert len(parts) >= 2
+        blob.delete_blob()
+        blob.create_append_blob(metadata=props.metadata)
+        for b in batches[:-1]:
+            blob.append_block(data[b.start : b.end])
+        blob.append_block(parts[0])  # the crash came before the second block
+        client.close()
 
     @pytest.mark.ci  # NB: 2,000 starts and terminations, ~10,000 sequential requests
     def test_claim_ignores_closed_runs(self, store: Store) -> None:
@@ -238,7 +268,7 @@ def test_store_url_account_form_and_errors(monkeypatch: pytest.MonkeyPatch) -> N
         {"partitions": 0},
         {"lease_seconds": 10},
         {"lease_seconds": 61},
-        {"segment_blocks": 50_001},
+        {"segment_blocks": 45_001},
         {"max_block": 5 << 20},
         {"retries": -1},
     ],
@@ -504,8 +534,9 @@ def test_an_outage_is_a_store_error_within_seconds(
         assert store.renew("A") == [ref(s)]
 
 
-def test_requests_per_activity_of_a_sequential_workflow(store: AzureBlobStore) -> None:
+def test_requests_per_activity_of_a_sequential_workflow(azurite: Azurite, container: str) -> None:
     """AZURE.md's W1: 100 sequential activities cost one Append Block each, plus the start."""
+    store = make(azurite, container, segment_blocks=40_000)
     clock = VirtualClock()
     client = Client(store, clock=clock)
     worker = Worker(store, workflows=[w_chain], activities=[w_step], clock=clock)
@@ -519,6 +550,7 @@ def test_requests_per_activity_of_a_sequential_workflow(store: AzureBlobStore) -
     assert 101 <= appends <= 103, used  # 101 history batches, the Start record
     assert sum(used.values()) <= 6, used  # create, list (result), metadata (close)...
     assert (appends + sum(used.values())) / 100 <= 1.1
+    store.close()
 
 
 @activity
@@ -532,3 +564,40 @@ def w_chain(n: int) -> Generator[Any, Any, int]:
     for i in range(n):
         total += yield ScheduleActivity(w_step, i)
     return total
+
+
+class _Crash(BaseException):
+    """The process died here (not an error any code may catch)."""
+
+
+def test_a_crash_inside_a_large_batch_leaves_it_out(
+    azurite: Azurite, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch above ``max_block`` takes several blocks: a crash after the first leaves a
+    torn batch, which every reader drops, and the next append lands after it."""
+    s = started("big")
+    a = make(azurite, container, max_block=1024)
+    a.create(s)
+    append_ok(a, batch(s, signal("before")))
+    real = a._blobs.append
+    blocks: list[bytes] = []
+
+    def dies_after_one_block(name: str, data: bytes, position: int | None) -> tuple[int, str]:
+        if blocks:
+            raise _Crash
+        blocks.append(data)
+        return real(name, data, position)
+
+    monkeypatch.setattr(a._blobs, "append", dies_after_one_block)
+    big = MarkerRecorded(time=T0, name="m", change_id="x" * 5000)
+    with pytest.raises(_Crash):
+        a.append([batch(s, wtc(2), big, expected=2)])
+    assert len(blocks) == 1
+    a._client.close()  # the process is gone: nothing handed back
+    with make(azurite, container, max_block=1024) as b:
+        assert kinds(b.read("big")) == ["WorkflowStarted", "SignalReceived"]
+        assert claimed(b, "B") == {ref(s)}
+        assert append_ok(b, batch(s, wtc(2), big, expected=2)) == 2  # after the torn part
+        assert b.read("big", after=3) == [with_index(big, 3)]
+    with make(azurite, container) as c:
+        assert kinds(c.read("big"))[-2:] == ["WorkflowTaskCompleted", "MarkerRecorded"]
