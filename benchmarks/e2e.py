@@ -173,12 +173,14 @@ def multiprocess(url: str, n: int, k: int, processes: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = c.parser("End-to-end throughput: Client + Worker on a store.")
-    p.add_argument("--store", default="memory", choices=["memory", "file", "sqlite"])
+    p.add_argument("--store", default="memory", choices=["memory", "file", "sqlite", "azure"])
     p.add_argument("--durability", default="fsync", choices=["fsync", "flush", "none"])
     p.add_argument(
         "--processes", default=None, help="worker process counts, e.g. 1,2 (durable stores)"
     )
     args = p.parse_args(argv)
+    if args.store == "azure":
+        return azure_requests(args.quick, args.results_dir)
     repeat = max(5, args.repeat) if not args.quick else 5
     new_url = fresh_urls(args.store, args.durability)
 
@@ -284,6 +286,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     path = c.write_results(f"e2e-{args.store}", params, results, args.results_dir)
     _plots.e2e_throughput(args.results_dir, args.quick)  # every store run
+    print(f"\nresults: {path}")
+    return 0
+
+
+def azure_requests(quick: bool, results_dir: Any) -> int:
+    """AzureBlobStore: requests per activity by REST operation (AZURE.md's M1), on
+    $AZURE_STORAGE_CONNECTION_STRING, else on an Azurite started here (``npm ci``)."""
+    import contextlib
+    import os
+
+    from stores._azure_metrics import request_report
+
+    with contextlib.ExitStack() as stack:
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+        if not conn:
+            from tests.azurite import running_azurite
+
+            where = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            conn = stack.enter_context(running_azurite(where)).connection_string
+        rows = request_report(conn, activities=20 if quick else 100, woken=5 if quick else 20)
+    table = [
+        [r["name"], str(r["activities"]), f"{r['per_activity']:.2f}",
+         "—" if r["goal"] is None else f"<= {r['goal']:g}",
+         ", ".join(f"{k} {v}" for k, v in r["operations"].items())]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["workload", "activities", "requests/activity", "goal", "by operation"]
+    print(c.table("AzureBlobStore: requests per activity (AZURE.md M1)", headers, table))
+    results = [
+        c.summary(r.pop("name"), "requests/activity", [r["per_activity"]], **r) for r in rows
+    ]
+    path = c.write_results("e2e-azure", {"store": "azure", "quick": quick}, results, results_dir)
     print(f"\nresults: {path}")
     return 0
 

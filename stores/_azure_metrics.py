@@ -22,6 +22,7 @@ microseconds per request.
 
 from __future__ import annotations
 
+import builtins
 import threading
 import urllib.parse
 from collections import Counter
@@ -32,7 +33,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from cas.azure import _QuickRetry
 
-__all__ = ["CountingRetry", "RequestCounter", "operation"]
+__all__ = ["CountingRetry", "RequestCounter", "operation", "request_report"]
 
 
 def operation(method: str, url: str, headers: Any) -> str:
@@ -139,3 +140,135 @@ class CountingRetry(_QuickRetry):
         self._counter.note(self._counter.calls, operation(http.method, http.url, http.headers))
         response: PipelineResponse[Any, Any] = super().send(request)  # type: ignore[no-untyped-call]
         return response
+
+
+# --------------------------------------------------------------------------- AZURE.md's M1
+
+
+def request_report(
+    connection_string: str, *, activities: int = 100, woken: int = 20, partitions: int = 16
+) -> builtins.list[dict[str, Any]]:
+    """Requests per activity, by operation, for AZURE.md's M1 workloads on ``AzureBlobStore``.
+
+    Each workload runs in a container of its own (``tpp-m1-<uuid>``, deleted after)
+    with a ``Client`` and a ``Worker`` on one store handle, after the worker took
+    its partitions (background, not counted), and counts what the run costs:
+
+    * ``W1`` one workflow of ``activities`` sequential activities (goal <= 1.1);
+    * ``W2`` one ``All`` of ``activities`` activities (no goal);
+    * ``W3`` ``woken`` rounds of a 1 h ``Timer`` then an activity, the worker's
+      generator cache off (``cache_size=0``), a ``VirtualClock`` (goal <= 3);
+    * ``W4`` ``woken`` rounds of ``WaitSignal`` then an activity, each signal sent
+      by the client on the worker's handle (goal <= 5);
+    * ``W4 (remote signaller)``: the same with the client on a handle of its own,
+      as another process; the worker's scans (List Blobs every ``poll_interval``)
+      are background and left out, the inbox reads they trigger are counted.
+
+    Returns one dict per workload: ``name``, ``activities``, ``requests``,
+    ``per_activity``, ``goal`` (or None) and ``operations`` (counts by operation).
+    NB: a benchmark helper: it imports the engine when called, never at import.
+    """
+    import uuid
+    from datetime import timedelta
+
+    from azure.storage.blob import ContainerClient
+
+    from engine import (
+        All,
+        Client,
+        ScheduleActivity,
+        Timer,
+        VirtualClock,
+        WaitSignal,
+        Worker,
+        activity,
+        workflow,
+    )
+
+    from .azure import AzureBlobStore
+
+    @activity
+    def m1_step(i: int) -> int:
+        return i
+
+    @workflow
+    def m1_sequence(n: int) -> Any:
+        total = 0
+        for i in range(n):
+            total += yield ScheduleActivity(m1_step, i)
+        return total
+
+    @workflow
+    def m1_fan_out(n: int) -> Any:
+        return sum((yield All(*[ScheduleActivity(m1_step, i) for i in range(n)])))
+
+    @workflow
+    def m1_timer(n: int) -> Any:
+        total = 0
+        for i in range(n):
+            yield Timer(timedelta(hours=1))
+            total += yield ScheduleActivity(m1_step, i)
+        return total
+
+    @workflow
+    def m1_signal(n: int) -> Any:
+        total = 0
+        for _ in range(n):
+            total += yield ScheduleActivity(m1_step, (yield WaitSignal("go")))
+        return total
+
+    rows: builtins.list[dict[str, Any]] = []
+    plan: builtins.list[tuple[str, Any, int, float | None, int, bool]] = [
+        ("W1 sequential", m1_sequence, activities, 1.1, 1000, False),
+        ("W2 All", m1_fan_out, activities, None, 1000, False),
+        ("W3 timer-woken (cache off)", m1_timer, woken, 3.0, 0, False),
+        ("W4 signal-woken", m1_signal, woken, 5.0, 1000, False),
+        ("W4 (remote signaller)", m1_signal, woken, 5.0, 1000, True),
+    ]
+    for name, fn, n, goal, cache, remote in plan:
+        container = f"tpp-m1-{uuid.uuid4().hex[:12]}"
+        store = AzureBlobStore(connection_string, container, partitions=partitions,
+                               poll_interval=0.0 if remote else 1.0)  # fmt: skip
+        sender = (
+            AzureBlobStore(connection_string, container, partitions=partitions) if remote else store
+        )
+        try:
+            clock = VirtualClock()
+            client = Client(sender, clock=clock)
+            worker = Worker(store, workflows=[fn], activities=[m1_step], clock=clock,
+                            cache_size=cache)  # fmt: skip
+            worker.run_until_idle()  # the worker takes its partitions: background
+            before, sent_before = store.requests.snapshot(), sender.requests.snapshot()
+            wid = client.start(fn, n)
+            if fn is m1_signal:
+                for i in range(n):
+                    worker.run_until_idle()
+                    client.signal(wid, "go", i)
+            worker.run_until_idle(skip_time=True)
+            if remote:  # the Touch of the last signal is read at the worker's next scan
+                worker.run_until_idle()
+            used = Counter(store.requests.since(before))
+            if remote:
+                used.pop("List Blobs", None)  # the worker's scans: background
+                used.update(sender.requests.since(sent_before))
+            expected = n * (n - 1) // 2
+            if client.result(wid) != expected:  # pragma: no cover - a benchmark's sanity check
+                raise RuntimeError(f"{name}: wrong result")
+        finally:
+            if remote:
+                sender.close()
+            store.close()
+            with ContainerClient.from_connection_string(connection_string, container) as c:
+                c.delete_container()
+        total = sum(used.values())
+        rows.append(
+            {
+                "name": name,
+                "activities": n,
+                "requests": total,
+                "per_activity": total / n,
+                "goal": goal,
+                "operations": dict(sorted(used.items())),
+            }
+        )
+    return rows

@@ -291,7 +291,10 @@ class Partitions:
             if len(mine) >= share:
                 break
             if self.acquire(queue, p, exists=p in exists):
-                mine.append(self.held[(queue, p)])
+                part = self.held[(queue, p)]
+                mine.append(part)
+                if part.inbox_seg not in inbox.get(p, {}):  # writers find it there (background)
+                    self.blobs.create_append(self.names.inbox(queue, p, part.inbox_seg))
 
     def _share(self, queue: str, seen: dict[str, datetime]) -> int:
         """This handle's fair share of the queue's partitions (writing its presence if due)."""
