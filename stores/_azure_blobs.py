@@ -19,6 +19,7 @@ timeout, so an outage surfaces as ``StoreError`` in a few seconds, not 83 s.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
@@ -37,13 +38,26 @@ from azure.storage.blob import BlobLeaseClient, BlobProperties, ContainerClient
 from cas.azure import _code, _describe
 from engine._errors import StoreError
 
-__all__ = ["Blobs", "Changed", "Missing", "Moved", "Read", "Sealed", "Unsure"]
+from ._azure_metrics import CountingRetry, RequestCounter
+
+__all__ = [
+    "MAX_BLOCK",
+    "Blobs",
+    "Changed",
+    "Missing",
+    "Moved",
+    "Read",
+    "Sealed",
+    "Unsure",
+    "container_client",
+]
 
 _T = TypeVar("_T")
 
 _POSITION: Final = "AppendPositionConditionNotMet"
 _LEASE_MISSING: Final = "LeaseIdMissing"
 _CONTAINER_MISSING: Final = "ContainerNotFound"
+MAX_BLOCK: Final = 4 << 20  # the most one Append Block carries (Azure's limit)
 
 
 class Moved(Exception):
@@ -64,6 +78,51 @@ class Missing(Exception):
 
 class Unsure(StoreError):
     """The request may or may not have been applied (timeout, dropped connection, 5xx)."""
+
+
+def container_client(
+    account: str,
+    container: str,
+    credential: Any,
+    counter: RequestCounter,
+    *,
+    retries: int,
+    connection_timeout: float,
+    read_timeout: float,
+    api_version: str | None,
+) -> ContainerClient:
+    """A client for ``account`` (a connection string or an account URL), counted and quick."""
+    options: dict[str, Any] = {
+        "retry_policy": CountingRetry(
+            counter,
+            retry_total=retries,
+            retry_connect=retries,
+            retry_read=retries,
+            retry_status=retries,
+            random_jitter_range=0,
+        ),
+        "raw_request_hook": counter.attempt_hook,
+        "connection_timeout": connection_timeout,
+        "read_timeout": read_timeout,
+        "max_single_put_size": MAX_BLOCK,
+        "max_block_size": MAX_BLOCK,
+    }
+    if api_version is not None:
+        options["api_version"] = api_version
+    if not any(k.lower().endswith("_proxy") for k in os.environ):
+        # NB: requests scans the whole environment for proxies at every request
+        # (~1 ms each here); with no proxy configured there is nothing to find
+        options["use_env_settings"] = False
+    if account.startswith(("https://", "http://")):
+        return ContainerClient(account, container, credential=credential, **options)
+    if "=" in account:
+        return ContainerClient.from_connection_string(
+            account, container, credential=credential, **options
+        )
+    raise ValueError(
+        f"{account[:40]!r} is neither a connection string (KEY=VALUE;...) nor an "
+        "account URL (https://ACCOUNT.blob.core.windows.net)"
+    )
 
 
 class Read(NamedTuple):

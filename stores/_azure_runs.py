@@ -26,6 +26,8 @@ Rules that make concurrent writers safe without any lock:
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -39,7 +41,8 @@ from ._summary import RunSummary, check_decision
 
 __all__ = ["Log", "Run"]
 
-_TRIES: Final = 12  # appends of one batch lost to concurrent writers before giving up
+_TRIES: Final = 40  # appends of one batch lost to concurrent writers before giving up
+_BACKOFF: Final = 0.002  # seconds; doubled per lost race from the third on, with jitter
 
 
 class Run:
@@ -220,6 +223,7 @@ class Log:
         what is really there (a store-made event that is delivered already).
         """
         payload = fmt.encode_events(events)
+        lost = 0
         for _ in range(_TRIES):
             if unless is not None and unless(run):
                 return -1
@@ -244,6 +248,9 @@ class Log:
                 found = self.refresh(run, look_for=batch_id)
                 if found is not None:
                     return found
+                lost += 1
+                if lost > 2:  # NB: busy writers: step back a little, or one of them starves
+                    time.sleep(random.uniform(0, _BACKOFF * 2 ** min(lost - 2, 8)))
                 continue
             except Missing:
                 if run.seg == 0:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
-import os
 import threading
 import time
 import urllib.parse
@@ -57,7 +56,7 @@ from typing import Any, Final, Self
 
 try:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobServiceClient  # noqa: F401 - the extra is there
 except ImportError as exc:  # pragma: no cover - the azure extra is installed in dev
     raise ImportError(
         "AzureBlobStore needs the azure extra: pip install 'temporalpp[azure]' "
@@ -84,8 +83,9 @@ from engine._events import (
 from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
 from . import _azure_format as fmt
-from ._azure_blobs import Blobs, Changed, Missing
-from ._azure_metrics import CountingRetry, RequestCounter
+from ._azure_blobs import MAX_BLOCK, Blobs, Changed, Missing, container_client
+from ._azure_chains import Chains, Entry
+from ._azure_metrics import RequestCounter
 from ._azure_partitions import Partitions
 from ._azure_runs import Log, Run
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef
@@ -109,7 +109,6 @@ Credential = (
 )
 
 Key = tuple[str, str]
-_MAX_BLOCK: Final = 4 << 20  # the most one Append Block carries (Azure's limit)
 _TRIES: Final = 8
 
 
@@ -118,25 +117,6 @@ def _check_ids(workflow_id: object, run_id: object) -> None:
         raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
     if not isinstance(run_id, str):
         raise TypeError(f"a run id must be a string, got {run_id!r}")
-
-
-class _Entry:
-    """A run of an id's chain, as a listing shows it."""
-
-    __slots__ = ("meta", "ordinal", "started")
-
-    def __init__(self, ordinal: int, started: WorkflowStarted, meta: dict[str, str]) -> None:
-        self.ordinal = ordinal
-        self.started = started
-        self.meta = meta
-
-    def summary(self) -> RunSummary:
-        """A summary good for status checks and listing (not for due times)."""
-        s = RunSummary(self.started)
-        s.status = fmt.meta_status(self.meta)
-        close = self.meta.get("ct")
-        s.close_time = datetime.fromisoformat(close) if close else None
-        return s
 
 
 class AzureBlobStore:
@@ -155,7 +135,7 @@ class AzureBlobStore:
         checkpoint_interval: float = 30.0,
         segment_blocks: int = 40_000,
         inbox_blocks: int = 40_000,
-        max_block: int = _MAX_BLOCK,
+        max_block: int = MAX_BLOCK,
         cache_runs: int = 10_000,
         retries: int = 2,
         connection_timeout: float = 1.5,
@@ -179,8 +159,8 @@ class AzureBlobStore:
                 "segment_blocks and inbox_blocks must be 2..45,000 (an append blob "
                 f"holds 50,000 blocks), got {segment_blocks!r} and {inbox_blocks!r}"
             )
-        if not 256 <= max_block <= _MAX_BLOCK:
-            raise ValueError(f"max_block must be 256..{_MAX_BLOCK}, got {max_block!r}")
+        if not 256 <= max_block <= MAX_BLOCK:
+            raise ValueError(f"max_block must be 256..{MAX_BLOCK}, got {max_block!r}")
         if retries < 0 or connection_timeout <= 0 or read_timeout <= 0 or poll_interval < 0:
             raise ValueError(
                 "retries and poll_interval must be >= 0 and timeouts > 0, got "
@@ -188,38 +168,16 @@ class AzureBlobStore:
                 f"connection_timeout={connection_timeout!r}, read_timeout={read_timeout!r}"
             )
         self.requests = RequestCounter()
-        options: dict[str, Any] = {
-            "retry_policy": CountingRetry(
-                self.requests,
-                retry_total=retries,
-                retry_connect=retries,
-                retry_read=retries,
-                retry_status=retries,
-                random_jitter_range=0,
-            ),
-            "raw_request_hook": self.requests.attempt_hook,
-            "connection_timeout": connection_timeout,
-            "read_timeout": read_timeout,
-            "max_single_put_size": _MAX_BLOCK,
-            "max_block_size": _MAX_BLOCK,
-        }
-        if api_version is not None:
-            options["api_version"] = api_version
-        if not any(k.lower().endswith("_proxy") for k in os.environ):
-            # NB: requests scans the whole environment for proxies at every request
-            # (~1 ms each here); with no proxy configured there is nothing to find
-            options["use_env_settings"] = False
-        if account.startswith(("https://", "http://")):
-            client = ContainerClient(account, container, credential=credential, **options)
-        elif "=" in account:
-            client = ContainerClient.from_connection_string(
-                account, container, credential=credential, **options
-            )
-        else:
-            raise ValueError(
-                f"{account[:40]!r} is neither a connection string (KEY=VALUE;...) nor an "
-                "account URL (https://ACCOUNT.blob.core.windows.net)"
-            )
+        client = container_client(
+            account,
+            container,
+            credential,
+            self.requests,
+            retries=retries,
+            connection_timeout=connection_timeout,
+            read_timeout=read_timeout,
+            api_version=api_version,
+        )
         self._client = client
         self._prefix = _check_prefix(prefix)
         scheme, netloc, path = urllib.parse.urlsplit(client.url)[:3]
@@ -242,10 +200,9 @@ class AzureBlobStore:
             checkpoint_interval=checkpoint_interval,
             inbox_blocks=inbox_blocks,
         )
+        self._index = Chains(self._blobs, self._names, self._log, self._remember)
         self._cache_runs = max(16, cache_runs)
         self._runs: OrderedDict[Key, Run] = OrderedDict()
-        self._chains: dict[str, dict[int, WorkflowStarted]] = {}  # id -> ordinal -> start
-        self._ordinals: dict[Key, int] = {}
         self._owners: dict[str, float] = {}
         self._claims: dict[str, set[Key]] = {}
         self._repairs: dict[Key, Run] = {}  # closed runs whose effects are still owed
@@ -293,44 +250,13 @@ class AzureBlobStore:
         key = run.key
         self._runs[key] = run
         self._runs.move_to_end(key)
-        self._ordinals[key] = run.ordinal
-        self._chains.setdefault(run.workflow_id, {})[run.ordinal] = run.started
+        self._index.note(run.ordinal, run.started)
         if len(self._runs) > self._cache_runs:
             for old in list(self._runs)[: len(self._runs) - self._cache_runs]:
                 r = self._runs[old]
                 if r.owner is None and not self._parts.trusted(r) and old not in self._repairs:
                     del self._runs[old]
         return run
-
-    def _chain(self, workflow_id: str) -> list[_Entry]:
-        """The id's runs, oldest first, from one List Blobs call."""
-        prefix = self._names.id_dir(workflow_id)
-        known = self._chains.setdefault(workflow_id, {})
-        entries: list[_Entry] = []
-        for props in self._blobs.list(prefix):
-            ordinal = fmt.Names.run_ordinal(props.name)
-            if ordinal is None or props.name[len(prefix) :] != f"{ordinal:08d}":
-                continue
-            meta = dict(props.metadata or {})
-            started = known.get(ordinal) or fmt.started_from_meta(meta)
-            if started is None:
-                run = self._log.load(workflow_id, ordinal)
-                if run is None:
-                    continue
-                started = self._remember(run).started
-            known[ordinal] = started
-            self._ordinals[(workflow_id, started.run_id)] = ordinal
-            entries.append(_Entry(ordinal, started, meta))
-        entries.sort(key=lambda e: e.ordinal)
-        return entries
-
-    def _ordinal(self, workflow_id: str, run_id: str) -> int | None:
-        ordinal = self._ordinals.get((workflow_id, run_id))
-        if ordinal is None:
-            for e in self._chain(workflow_id):
-                if e.started.run_id == run_id:
-                    return e.ordinal
-        return ordinal
 
     def _fresh(self, workflow_id: str, run_id: str, ordinal: int | None = None) -> Run | None:
         """The run as it is now (one GET for a known running run), or None if it does not exist."""
@@ -340,7 +266,7 @@ class AzureBlobStore:
                 self._log.refresh(run)
             return run
         if ordinal is None:
-            ordinal = self._ordinal(workflow_id, run_id)
+            ordinal = self._index.ordinal(workflow_id, run_id)
             if ordinal is None:
                 return None
         run = self._log.load(workflow_id, ordinal)
@@ -353,7 +279,7 @@ class AzureBlobStore:
         if not isinstance(workflow_id, str):
             raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
         if run_id is None:
-            chain = self._chain(workflow_id)
+            chain = self._index.chain(workflow_id)
             if not chain:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
             run_id = chain[-1].started.run_id
@@ -363,10 +289,10 @@ class AzureBlobStore:
                 self._log.refresh(run)
             self._runs.move_to_end(run.key)
             return run
-        ordinal = self._ordinal(workflow_id, run_id)
+        ordinal = self._index.ordinal(workflow_id, run_id)
         loaded = None if ordinal is None else self._log.load(workflow_id, ordinal)
         if loaded is None or loaded.run_id != run_id:
-            if not self._chains.get(workflow_id) and not self._chain(workflow_id):
+            if not self._index.known(workflow_id) and not self._index.chain(workflow_id):
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
             raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
         return self._remember(loaded)
@@ -411,13 +337,13 @@ class AzureBlobStore:
 
         try:
             run: Run | None = None
-            if not self._chains.get(wid):  # an id this handle never saw: try ordinal 0 at once
+            if not self._index.known(wid):  # an id this handle never saw: try ordinal 0 at once
                 note()
                 run = self._log.create(wid, 0, started)
             for _ in range(_TRIES):
                 if run is not None:
                     break
-                chain = self._chain(wid)
+                chain = self._index.chain(wid)
                 if any(e.started.run_id == started.run_id for e in chain):
                     raise WorkflowAlreadyStartedError(
                         f"workflow {wid!r} already has a run {started.run_id!r}"
@@ -441,7 +367,7 @@ class AzureBlobStore:
             self._parts._adopt(part, run)
         return run
 
-    def _summary(self, entry: _Entry) -> RunSummary:
+    def _summary(self, entry: Entry) -> RunSummary:
         """The entry's summary; one that metadata calls running is read to be sure."""
         summary = entry.summary()
         if summary.running:
@@ -463,7 +389,7 @@ class AzureBlobStore:
         wid = started.workflow_id
         try:
             if started.parent is not None:
-                chain = self._chain(wid)
+                chain = self._index.chain(wid)
                 if chain and is_repeated_child(started, [chain[-1].summary()]):
                     self._parts.write(started.task_queue, wid, fmt.Abandon(wid, started.run_id))
                     return  # this child exists already (a retried decision)
@@ -478,7 +404,7 @@ class AzureBlobStore:
     def _check_continue(self, run: Run, started: WorkflowStarted, closes: bool) -> None:
         """Refuse, before anything lands, a continue-as-new whose next run cannot start."""
         wid = started.workflow_id
-        chain = self._chain(wid)
+        chain = self._index.chain(wid)
         if any(e.started.run_id == started.run_id for e in chain):
             raise WorkflowAlreadyStartedError(
                 f"workflow {wid!r} already has a run {started.run_id!r}"
@@ -655,7 +581,7 @@ class AzureBlobStore:
         with self._lock:
             self._check_open()
             page = select_page(
-                (e.summary() for e in self._everything()),
+                (e.summary() for e in self._index.everything()),
                 status=status,
                 type=type,
                 since=since,
@@ -668,46 +594,12 @@ class AzureBlobStore:
                 items=items, next_page_token=page.next_page_token, counts=page.counts
             )
 
-    def _everything(self) -> Iterator[_Entry]:
-        """Every run's segment 0, from List Blobs over all histories."""
-        base = self._names.histories
-        for props in list(self._blobs.list(base)):
-            name = props.name
-            ordinal = fmt.Names.run_ordinal(name)
-            if ordinal is None or name.count("/", len(base)) != 2:
-                continue
-            meta = dict(props.metadata or {})
-            started = fmt.started_from_meta(meta)
-            if started is None:
-                started = self._started_of(name, ordinal)
-                if started is None:
-                    continue
-            yield _Entry(ordinal, started, meta)
-
-    def _started_of(self, name: str, ordinal: int) -> WorkflowStarted | None:
-        """The start of a run whose start is too large for metadata (cached: it never changes)."""
-        for chain in self._chains.values():
-            s = chain.get(ordinal)
-            if s is not None and self._names.segment(s.workflow_id, ordinal, 0) == name:
-                return s
-        got = self._blobs.read(name)
-        if got is None:
-            return None
-        batches, _ = fmt.frames(got.data, 0, lambda: name)
-        if not batches:
-            return None
-        [ev] = fmt.decode_events(batches[0].payload)
-        if not isinstance(ev, WorkflowStarted):
-            return None
-        self._chains.setdefault(ev.workflow_id, {})[ordinal] = ev
-        return ev
-
     def runs(self) -> Iterator[WorkflowInfo]:
         with self._lock:
             self._check_open()
             infos = [
                 self._get(e.started.workflow_id, e.started.run_id).summary.info()
-                for e in self._everything()
+                for e in self._index.everything()
             ]
         return iter(infos)
 
