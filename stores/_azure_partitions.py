@@ -415,7 +415,7 @@ class Partitions:
             key = (rec.started.workflow_id, rec.started.run_id)
             if key in part.runs:
                 return
-            run = self.store._fresh(*key)
+            run = self.store._fresh(*key) or self.store._resume(rec.started)
             if run is None:
                 part.pending.setdefault(key, (rec, time.monotonic()))
                 part.dirty = True
@@ -430,8 +430,8 @@ class Partitions:
 
     def _recheck(self, part: Partition) -> None:
         mono = time.monotonic()
-        for key, (_, seen) in list(part.pending.items()):
-            run = self.store._fresh(*key)
+        for key, (rec, seen) in list(part.pending.items()):
+            run = self.store._fresh(*key) or self.store._resume(rec.started)
             if run is not None:
                 del part.pending[key]
                 self._adopt(part, run)

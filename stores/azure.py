@@ -75,10 +75,13 @@ from engine._events import (
     CLOSING_EVENTS,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
+    ChildWorkflowStarted,
     Event,
     Payload,
+    WorkflowContinuedAsNew,
     WorkflowStarted,
     WorkflowTerminated,
+    with_index,
 )
 from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
@@ -110,6 +113,10 @@ Credential = (
 
 Key = tuple[str, str]
 _TRIES: Final = 8
+
+
+def _same_start(a: WorkflowStarted, b: WorkflowStarted) -> bool:
+    return with_index(a, -1) == with_index(b, -1)
 
 
 def _check_ids(workflow_id: object, run_id: object) -> None:
@@ -344,7 +351,12 @@ class AzureBlobStore:
                 if run is not None:
                     break
                 chain = self._index.chain(wid)
-                if any(e.started.run_id == started.run_id for e in chain):
+                same = [e for e in chain if e.started.run_id == started.run_id]
+                if same and _same_start(same[0].started, started):
+                    # this very start, made by a repair racing us: done (idempotent)
+                    run = self._get(wid, started.run_id)
+                    break
+                if same:
                     raise WorkflowAlreadyStartedError(
                         f"workflow {wid!r} already has a run {started.run_id!r}"
                     )
@@ -366,6 +378,47 @@ class AzureBlobStore:
         if part is not None:
             self._parts._adopt(part, run)
         return run
+
+    def _resume(self, started: WorkflowStarted) -> Run | None:
+        """A Start record whose run is missing: create the run if what started it landed.
+
+        The batch that continues a run as new, or starts a child, lands before the
+        new run is created; a handle that died in between leaves the record, and
+        the partition's holder finishes the start (racing the starter, if it is
+        alive, is harmless: a start is idempotent).  A client's start is its
+        client's to finish: a record of one that never happened is dropped.
+        """
+        link = started.continued_from or started.parent
+        if link is None:
+            return None
+        try:
+            source = self._get(link.workflow_id, link.run_id)
+        except WorkflowNotFoundError:
+            return None
+        if started.continued_from is not None:
+            closing = source.summary.closing
+            if not (
+                isinstance(closing, WorkflowContinuedAsNew) and closing.new_run_id == started.run_id
+            ):
+                return None
+        else:
+            events = source.events
+            asked = any(
+                isinstance(ev, ChildWorkflowStarted)
+                and ev.seq == link.seq
+                and ev.workflow_id == started.workflow_id
+                for ev in events
+            )
+            answered = any(
+                isinstance(ev, ChildWorkflowCompleted | ChildWorkflowFailed) and ev.seq == link.seq
+                for ev in events
+            )
+            if not asked or answered or not source.summary.running:
+                return None
+        log.warning("finishing the start of %r run %s (its starter stopped midway)",
+                    started.workflow_id, started.run_id)  # fmt: skip
+        self._start_from(started)
+        return self._runs.get((started.workflow_id, started.run_id))
 
     def _summary(self, entry: Entry) -> RunSummary:
         """The entry's summary; one that metadata calls running is read to be sure."""
@@ -458,7 +511,11 @@ class AzureBlobStore:
         """Bookkeeping after a batch landed: close effects, the index, or the holder's Touch."""
         if not run.summary.running:
             self._repairs[run.key] = run
-            self._repair_closed(run)
+            try:
+                self._repair_closed(run)
+            except StoreError as exc:  # the batch is there: claim() tries again
+                log.warning("effects of closing %r run %s are late: %s", run.workflow_id,
+                            run.run_id, exc)  # fmt: skip
         part = self._parts.holding(run)
         if part is not None:
             if run.key in part.runs:

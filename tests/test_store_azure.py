@@ -32,13 +32,17 @@ from engine import (
     VirtualClock,
     Worker,
     WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
     activity,
     workflow,
 )
 from engine.events import (
     ActivityCompleted,
+    Event,
     MarkerRecorded,
     SignalReceived,
+    WorkflowContinuedAsNew,
+    WorkflowStarted,
     WorkflowTaskCompleted,
     with_index,
 )
@@ -57,10 +61,12 @@ from tests.store_conformance import (
     append_ok,
     at,
     batch,
+    child_started,
     claimed,
     decide,
     kinds,
     length,
+    link,
     ref,
     scheduled,
     signal,
@@ -601,3 +607,34 @@ def test_a_crash_inside_a_large_batch_leaves_it_out(
         assert b.read("big", after=3) == [with_index(big, 3)]
     with make(azurite, container) as c:
         assert kinds(c.read("big"))[-2:] == ["WorkflowTaskCompleted", "MarkerRecorded"]
+
+
+@pytest.mark.parametrize("kind", ["continue-as-new", "child"])
+def test_a_start_cut_short_by_a_crash_is_finished_by_the_holder(
+    azurite: Azurite, container: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The batch that starts a run lands before the run is created: a handle that dies in
+    between leaves a Start record, and the partition's holder creates the run."""
+    a = make(azurite, container)
+    p = started("p")
+    a.create(p)
+    if kind == "child":
+        new = started("kid", parent=link(p, 1))
+        event: Event = child_started(1, "kid")
+    else:
+        new = started("p", continued_from=link(p))
+        event = WorkflowContinuedAsNew(time=T0, input=NULL, new_run_id=new.run_id)
+
+    def crash(started: WorkflowStarted) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(a, "_start_from", crash)
+    with pytest.raises(_Crash):
+        a.append([batch(p, wtc(1), event, expected=1, starts=[new])])
+    a._client.close()  # the process is gone
+    with make(azurite, container, poll_interval=0) as b:
+        with pytest.raises(WorkflowNotFoundError):
+            b.describe(new.workflow_id, new.run_id)
+        assert claimed(b, "B", limit=10) == {ref(new)}
+        assert b.describe(new.workflow_id).run_id == new.run_id
+        assert b.read(new.workflow_id) == [with_index(new, 0)]
