@@ -255,7 +255,9 @@ class Worker:
             d = activity_definition(fn)
             self._activities[d.name] = d
         self._cache: OrderedDict[RunRef, _Entry] = OrderedDict()
-        self._owned: set[RunRef] = set()
+        # NB: a dict, not a set: runs are dispatched and released in claim order, not in
+        # the order of str hashes (PYTHONHASHSEED), so a seeded simulation replays
+        self._owned: dict[RunRef, None] = {}
         self._running: dict[tuple[RunRef, int], _Attempt] = {}
         # NB: queue.Queue, not SimpleQueue: on CPython 3.11 a signal handler that outlasts
         # a SimpleQueue.get(timeout=...) can turn the wait into an endless one
@@ -371,7 +373,7 @@ class Worker:
             limit=max(1, free),
             lease=self.lease,
         )
-        self._owned.update(claims.runs)
+        self._owned.update(dict.fromkeys(claims.runs))
         self._group({ref: [] for ref in claims.runs})
         while True:  # inline: run activities and record outcomes until none is left
             self._dispatch(inline)
@@ -393,7 +395,7 @@ class Worker:
         return claims.next_due
 
     def _release(self, ref: RunRef, *, blocked: str | None = None) -> None:
-        self._owned.discard(ref)
+        self._owned.pop(ref, None)
         not_before = None
         if blocked is not None:
             n = self._backoff.get(ref, 0)

@@ -83,7 +83,8 @@ class MemoryStore:
         self._ready: dict[str, list[tuple[datetime, int, tuple[str, str]]]] = {}
         self._tiebreak = itertools.count()
         self._owners: dict[str, float] = {}  # owner -> lease expiry (monotonic)
-        self._claims: dict[str, set[tuple[str, str]]] = {}
+        # NB: ordered (dicts, not sets), so a dead owner's runs return in claim order
+        self._claims: dict[str, dict[tuple[str, str], None]] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ helpers
@@ -202,7 +203,7 @@ class MemoryStore:
 
     def _drop_owner(self, owner: str) -> None:
         self._owners.pop(owner, None)
-        for key in self._claims.pop(owner, set()):
+        for key in self._claims.pop(owner, {}):
             run = self._runs[key]
             run.owner = None
             self._reindex(key, run)
@@ -309,7 +310,7 @@ class MemoryStore:
             self._check_open()
             self._expire_owners()
             self._owners[owner] = time.monotonic() + lease
-            mine = self._claims.setdefault(owner, set())
+            mine = self._claims.setdefault(owner, {})
             got: builtins.list[RunRef] = []
             next_due: datetime | None = None
             for queue_name in task_queues:
@@ -326,7 +327,7 @@ class MemoryStore:
                         break
                     heapq.heappop(heap)
                     run.owner = owner
-                    mine.add(key)
+                    mine[key] = None
                     got.append(RunRef(*key))
             return Claims(runs=got, next_due=next_due)
 
@@ -354,7 +355,7 @@ class MemoryStore:
             if entry is None or entry.owner != owner:
                 return
             entry.owner = None
-            self._claims.get(owner, set()).discard(key)
+            self._claims.get(owner, {}).pop(key, None)
             entry.summary.not_before = not_before
             entry.summary.blocked = blocked
             self._reindex(key, entry)

@@ -406,7 +406,9 @@ class Sim:
     ) -> None:
         for b, r in zip(batches, results, strict=True):
             if not r.ok:
-                self._hash.update(f"refused {b.workflow_id} {type(r.error).__name__}\n".encode())
+                kind = f"refused-{type(r.error).__name__}"
+                self.faults_seen[kind] = self.faults_seen.get(kind, 0) + 1
+                self._hash.update(f"{kind} {b.workflow_id}\n".encode())
                 continue
             for i, ev in enumerate(b.events):
                 stamped = with_index(ev, r.index + i)

@@ -8,6 +8,11 @@ with ``TPP_SEED=<seed> TPP_SEEDS=1 pytest tests/reliability/test_r9_simulation.p
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -60,3 +65,35 @@ def test_same_seed_same_trace() -> None:
         with replaying(seed, "trace hash"):
             assert simkit.Sim(seed).run() == simkit.Sim(seed).run()
     assert simkit.Sim(1).run() != simkit.Sim(2).run()
+
+
+_TRACES = """
+import json, sys
+from tests.reliability import simkit
+print(json.dumps([simkit.Sim(s).run() for s in range(int(sys.argv[1]), int(sys.argv[2]))]))
+"""
+
+
+def test_same_seed_same_trace_across_processes() -> None:
+    """Another process, another ``PYTHONHASHSEED``: the same traces (found: set order).
+
+    The worker's owned runs and ``MemoryStore``'s claims were sets, so the order
+    runs were dispatched, released and handed back after a dead owner's lease
+    depended on str hashes: seed 0 gave three different traces under
+    ``PYTHONHASHSEED`` 1, 2 and 3.  Both are insertion-ordered dicts now.
+    """
+    root = pathlib.Path(__file__).resolve().parents[2]
+    got = []
+    for hashseed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(root)}
+        out = subprocess.run(
+            [sys.executable, "-c", _TRACES, "0", "6"],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        got.append(json.loads(out.stdout))
+    assert got[0] == got[1] == got[2]
+    assert got[0] == [simkit.Sim(s).run() for s in range(6)]
