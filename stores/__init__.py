@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ._copy import CopyReport, copy
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef, Store
 from .memory import MemoryStore
 
+if TYPE_CHECKING:
+    from .azure import AzureBlobStore
+
 __all__ = [
     "DEFAULT_URL",
     "AppendBatch",
     "AppendResult",
+    "AzureBlobStore",
     "Claims",
     "CopyReport",
     "MemoryStore",
@@ -33,6 +37,19 @@ __all__ = [
 
 #: The embedded default: a SQLite database under ./.tpp (see the README for why).
 DEFAULT_URL = "sqlite:.tpp/store.db"
+
+
+def __getattr__(name: str) -> object:
+    # NB: AzureBlobStore is imported on first use, so `import stores` never imports the azure SDK
+    if name == "AzureBlobStore":
+        from .azure import AzureBlobStore
+
+        return AzureBlobStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def open(url: str) -> Store:
@@ -49,8 +66,10 @@ def open(url: str) -> Store:
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a string, got {url!r}")
     if url.startswith("azure:"):
-        from .azure import AzureBlobStore
-
+        try:
+            from .azure import AzureBlobStore
+        except ImportError as exc:
+            raise ImportError(f"{url.partition('?')[0]!r} needs the azure extra: {exc}") from exc
         return AzureBlobStore.from_url(url)
     scheme, sep, rest = url.partition(":")
     path, _, query = rest.partition("?")

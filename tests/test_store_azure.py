@@ -8,6 +8,8 @@ Azurite is started by the ``azurite`` fixtures (``tests/azurite.py``); without
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -638,3 +640,11 @@ def test_a_start_cut_short_by_a_crash_is_finished_by_the_holder(
         assert claimed(b, "B", limit=10) == {ref(new)}
         assert b.describe(new.workflow_id).run_id == new.run_id
         assert b.read(new.workflow_id) == [with_index(new, 0)]
+
+
+def test_import_stores_never_imports_the_azure_sdk() -> None:
+    code = "import sys, stores; print(any(m.startswith('azure') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert stores.AzureBlobStore is AzureBlobStore
+    assert "AzureBlobStore" in dir(stores)
