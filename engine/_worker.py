@@ -178,6 +178,14 @@ def _seal_start(payloads: Payloads, started: WorkflowStarted) -> WorkflowStarted
     return map_payloads(started, lambda p: payloads.seal(p, started.workflow_id))  # type: ignore[return-value]
 
 
+def _unsettled(entry: _Entry, ev: Event) -> bool:
+    """False for an activity outcome whose attempt the run's history has settled already."""
+    if isinstance(ev, ActivityCompleted | ActivityFailed | ActivityAttemptFailed):
+        act = entry.activities.get(ev.seq)
+        return act is not None and ev.attempt > act.attempts
+    return True
+
+
 class _Blocked(Exception):
     """This worker cannot make progress on a run (unknown type, non-determinism)."""
 
@@ -514,6 +522,10 @@ class Worker:
         """Feed ``inputs`` and due timer firings, decide: the batch to append, if any."""
         interp = entry.interp
         now = self.clock.now()
+        if interp.closing is None:
+            # an outcome the history already settled (another owner recorded this attempt
+            # while this one was paused past its lease) would land as a duplicate: drop it
+            inputs = [ev for ev in inputs if _unsettled(entry, ev)]
         inputs = inputs + [
             TimerFired(time=now, seq=seq) for seq, at in entry.timers.items() if at <= now
         ]

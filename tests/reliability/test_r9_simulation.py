@@ -97,3 +97,37 @@ def test_same_seed_same_trace_across_processes() -> None:
         got.append(json.loads(out.stdout))
     assert got[0] == got[1] == got[2]
     assert got[0] == [simkit.Sim(s).run() for s in range(6)]
+
+
+# seeds where a worker paused past its lease appended an activity outcome another
+# worker had recorded already (``ActivityCompleted`` twice for one seq): the worker
+# retried its conflicted batch with the stale outcome; fixed, it drops settled outcomes
+DUPLICATE_OUTCOME_SEEDS = [6, 36, 47, 70]
+PAUSE = 0.03
+
+
+@pytest.mark.parametrize("seed", DUPLICATE_OUTCOME_SEEDS)
+def test_regression_zombie_duplicate_outcome(seed: int) -> None:
+    with replaying(seed, f"pause={PAUSE}"):
+        sim = simkit.Sim(seed, pause=PAUSE)
+        sim.run()
+    assert sim.faults_seen.get("pause", 0) >= 1
+
+
+def test_simulation_with_pauses() -> None:
+    late = conflicts = 0
+    for seed in seeds(0, 100):
+        with replaying(seed, f"pause={PAUSE}"):
+            sim = simkit.Sim(seed, pause=PAUSE)
+            sim.run()
+        late += len(sim.late_runs)
+        conflicts += sim.faults_seen.get("refused-ConflictError", 0)
+    assert conflicts >= 5, conflicts
+    print(f"R9 with pauses: {late} attempts ran after their completion was durable (zombies)")
+
+
+@pytest.mark.ci
+def test_simulation_with_pauses_ci() -> None:
+    for seed in seeds(200_000, 1000):
+        with replaying(seed, f"pause={PAUSE}"):
+            simkit.Sim(seed, pause=PAUSE).run()
