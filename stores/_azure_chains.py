@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Final
 
 from engine._events import WorkflowStarted
 
@@ -31,6 +32,7 @@ from ._summary import RunSummary
 __all__ = ["Chains", "Entry"]
 
 Key = tuple[str, str]
+_KEEP: Final = 200_000  # runs whose start and ordinal a handle remembers
 
 
 class Entry:
@@ -67,6 +69,10 @@ class Chains:
         self._by_name: dict[str, WorkflowStarted] = {}
 
     def note(self, ordinal: int, started: WorkflowStarted) -> None:
+        if len(self.ordinals) >= _KEEP:  # a cache: forget it all now and then, re-learn on demand
+            self.starts.clear()
+            self.ordinals.clear()
+            self._by_name.clear()
         wid = started.workflow_id
         self.starts.setdefault(wid, {})[ordinal] = started
         self.ordinals[(wid, started.run_id)] = ordinal

@@ -58,6 +58,7 @@ log = logging.getLogger("temporalpp.stores.azure")
 SEAL_ID: Final = "5ea1ed00-7e57-4a11-8000-000000000001"  # the lease that closes an inbox segment
 _MARGIN: Final = 2.0  # seconds before a lease's end from which it is no longer trusted
 _START_GRACE: Final = 60.0  # seconds a Start waits for its run before it counts as abandoned
+_RECHECK: Final = 2.0  # seconds between looks for the runs of pending Starts
 
 Key = tuple[str, str]
 
@@ -73,6 +74,7 @@ class Partition:
         "p",
         "pending",
         "queue",
+        "rechecked",
         "renewed",
         "runs",
         "saved",
@@ -89,6 +91,7 @@ class Partition:
         self.pending: dict[Key, tuple[fmt.Start, float]] = {}
         self.dirty = True
         self.saved = 0.0
+        self.rechecked = 0.0  # when pending Starts were last looked for
 
 
 class Partitions:
@@ -273,7 +276,7 @@ class Partitions:
             )
             if grew:
                 self.poll(part)
-            if part.pending:
+            if part.pending and time.monotonic() - part.rechecked >= _RECHECK:
                 self._recheck(part)
         share = self._share(queue, seen)
         mine = [part for (q, _), part in self.held.items() if q == queue]
@@ -429,7 +432,7 @@ class Partitions:
             self._adopt(part, run)
 
     def _recheck(self, part: Partition) -> None:
-        mono = time.monotonic()
+        mono = part.rechecked = time.monotonic()
         for key, (rec, seen) in list(part.pending.items()):
             run = self.store._fresh(*key) or self.store._resume(rec.started)
             if run is not None:

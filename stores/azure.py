@@ -722,9 +722,12 @@ class AzureBlobStore:
             s = entry.summary
             if (s.not_before, s.blocked) != (not_before, blocked) and s.running:
                 at = len(entry.events)
-                self._update_meta(
-                    entry, lambda meta: fmt.blocked_meta(meta, not_before, blocked, at)
-                )
+                try:
+                    self._update_meta(
+                        entry, lambda meta: fmt.blocked_meta(meta, not_before, blocked, at)
+                    )
+                except StoreError as exc:  # kept here; others see it once the store is back
+                    log.warning("backoff of %r not saved: %s", entry.workflow_id, exc)
             s.not_before, s.blocked = not_before, blocked
             self._parts.index(entry)
 
