@@ -78,6 +78,8 @@ class Partition:
         "renewed",
         "runs",
         "saved",
+        "sweep_at",
+        "swept",
     )
 
     def __init__(self, queue: str, p: int, ckpt: str) -> None:
@@ -92,6 +94,8 @@ class Partition:
         self.dirty = True
         self.saved = 0.0
         self.rechecked = 0.0  # when pending Starts were last looked for
+        self.swept = time.monotonic()  # when the sweeper last read runs
+        self.sweep_at = 0  # where it goes on
 
 
 class Partitions:
@@ -109,6 +113,7 @@ class Partitions:
         poll_interval: float,
         checkpoint_interval: float,
         inbox_blocks: int,
+        sweep_interval: float | None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -119,6 +124,7 @@ class Partitions:
         self.poll_interval = poll_interval
         self.checkpoint_interval = checkpoint_interval
         self.inbox_blocks = inbox_blocks
+        self.sweep_interval = sweep_interval
         self.held: dict[tuple[str, int], Partition] = {}
         self.ready: dict[str, list[tuple[datetime, int, Key]]] = {}
         self._tiebreak = itertools.count()
@@ -278,6 +284,7 @@ class Partitions:
                 self.poll(part)
             if part.pending and time.monotonic() - part.rechecked >= _RECHECK:
                 self._recheck(part)
+            self._sweep(part)
         share = self._share(queue, seen)
         mine = [part for (q, _), part in self.held.items() if q == queue]
         if len(mine) > share + 1:
@@ -430,6 +437,29 @@ class Partitions:
         run = self.store._fresh(*key)
         if run is not None:
             self._adopt(part, run)
+
+    def _sweep(self, part: Partition) -> None:
+        """Re-read a few open runs, so that each is read once per ``sweep_interval``.
+
+        A handle that appended to a run and died before its Touch leaves the
+        holder unaware of what it appended (a signal nobody wakes the run for);
+        this finds it, at a cost of ``open runs / sweep_interval`` GETs per second.
+        """
+        if self.sweep_interval is None or not part.runs:
+            return
+        mono = time.monotonic()
+        owed = len(part.runs) * (mono - part.swept) / self.sweep_interval
+        if owed < 1:
+            return
+        part.swept = mono
+        keys = sorted(part.runs)
+        start = part.sweep_at % len(keys)
+        for key in (keys[start:] + keys[:start])[: int(owed)]:
+            run = self.store._cached(key)
+            if run is not None and run.owner is None:
+                self.store._log.refresh(run)
+                self._adopt(part, run)
+        part.sweep_at = start + int(owed)
 
     def _recheck(self, part: Partition) -> None:
         mono = part.rechecked = time.monotonic()

@@ -28,7 +28,8 @@ Theory of operation
   leases and hands their due runs to its owners (``claim``).  A run's cached
   history is trusted without a request only while the handle holds its
   partition; other handles' appends reach a holder through the partition's
-  inbox (``Touch``), within ``poll_interval``.
+  inbox (``Touch``), within ``poll_interval``; a holder also re-reads each open
+  run once per ``sweep_interval`` (600 s), in case a writer died before its Touch.
 * **Visibility**: segment 0 of each run carries its ``WorkflowStarted`` and, once
   closed, its status in blob metadata, so ``list`` is one List Blobs call per
   5,000 runs (plus one GET per run on the page, for the exact history length and
@@ -144,6 +145,7 @@ class AzureBlobStore:
         inbox_blocks: int = 40_000,
         max_block: int = MAX_BLOCK,
         cache_runs: int = 10_000,
+        sweep_interval: float | None = 600.0,
         retries: int = 2,
         connection_timeout: float = 1.5,
         read_timeout: float = 2.0,
@@ -168,6 +170,10 @@ class AzureBlobStore:
             )
         if not 256 <= max_block <= MAX_BLOCK:
             raise ValueError(f"max_block must be 256..{MAX_BLOCK}, got {max_block!r}")
+        if sweep_interval is not None and sweep_interval <= 0:
+            raise ValueError(
+                f"sweep_interval must be > 0 (or None: no sweeping), got {sweep_interval!r}"
+            )
         if retries < 0 or connection_timeout <= 0 or read_timeout <= 0 or poll_interval < 0:
             raise ValueError(
                 "retries and poll_interval must be >= 0 and timeouts > 0, got "
@@ -206,6 +212,7 @@ class AzureBlobStore:
             poll_interval=poll_interval,
             checkpoint_interval=checkpoint_interval,
             inbox_blocks=inbox_blocks,
+            sweep_interval=sweep_interval,
         )
         self._index = Chains(self._blobs, self._names, self._log, self._remember)
         self._cache_runs = max(16, cache_runs)

@@ -279,6 +279,7 @@ def test_store_url_account_form_and_errors(monkeypatch: pytest.MonkeyPatch) -> N
         {"segment_blocks": 45_001},
         {"max_block": 5 << 20},
         {"retries": -1},
+        {"sweep_interval": 0},
     ],
 )
 def test_bad_settings_are_refused(bad: dict[str, Any]) -> None:
@@ -647,3 +648,22 @@ def test_import_stores_never_imports_the_azure_sdk() -> None:
     assert out.stdout.strip() == "False"
     assert stores.AzureBlobStore is AzureBlobStore
     assert "AzureBlobStore" in dir(stores)
+
+
+def test_a_signal_whose_touch_was_lost_is_found_by_the_sweeper(
+    azurite: Azurite, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = make(azurite, container, poll_interval=0, sweep_interval=1.5)
+    other = make(azurite, container)
+    s = started("w")
+    holder.create(s)
+    assert claimed(holder, "A") == {ref(s)}
+    decide(holder, s)  # the run waits for a signal
+    holder.release("A", ref(s))
+    monkeypatch.setattr(other._parts, "write", lambda *args: None)  # died before its Touch
+    append_ok(other, batch(s, signal()))
+    assert claimed(holder, "A") == set()  # the holder cannot know yet
+    time.sleep(1.6)
+    assert claimed(holder, "A") == {ref(s)}  # the sweeper read the run again
+    holder.close()
+    other.close()
