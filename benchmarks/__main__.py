@@ -64,16 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.results_dir is not None:
         common += ["--results-dir", args.results_dir]
     # every part of this run tags its results, and reads back only this run's
+    before = os.environ.get(c.RUN_ENV)
     os.environ[c.RUN_ENV] = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    status = 0
-    for name in args.parts or parts:
-        module = importlib.import_module(f"benchmarks.{name}")
-        runs = [[]] if name != "e2e" else [_e2e_args(v) for v in args.e2e_stores.split(",")]
-        for extra in runs:
-            print(f"== {' '.join([name, *extra])} ==", flush=True)
-            status = max(status, int(module.main([*common, *extra])))
-            print(flush=True)
-    print(summary(directory, quick=args.quick))
+    try:
+        status = 0
+        for name in args.parts or parts:
+            module = importlib.import_module(f"benchmarks.{name}")
+            e2e_runs = [_e2e_args(v) for v in args.e2e_stores.split(",")]
+            for extra in e2e_runs if name == "e2e" else [[]]:
+                print(f"== {' '.join([name, *extra])} ==", flush=True)
+                status = max(status, int(module.main([*common, *extra])))
+                print(flush=True)
+        print(summary(directory, quick=args.quick))
+    finally:  # called in-process (a test, a notebook): leave the environment as it was
+        if before is None:
+            os.environ.pop(c.RUN_ENV, None)
+        else:
+            os.environ[c.RUN_ENV] = before
     return status
 
 
@@ -128,8 +135,9 @@ def summary(directory: pathlib.Path, quick: bool) -> str:
         None if scratch is None else scratch["median"] >= 1e6,
     )
     add("decode msgpack + replay", _row(replay, "decode msgpack + replay"))
-    if replay is not None:
-        longest = max(replay["parameters"]["incremental_lengths"])
+    lengths = [] if replay is None else replay["parameters"].get("incremental_lengths") or []
+    if replay is not None and lengths:
+        longest = max(lengths)
         add(
             f"live path, history of {longest:,} activities",
             _row(replay, f"incremental, history of {longest:,} activities"),

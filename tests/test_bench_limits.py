@@ -7,6 +7,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -83,3 +84,18 @@ def test_limits_reads_figures_from_this_run(tmp_path: pathlib.Path) -> None:
     c.write_results("replay", {"quick": True}, replay_rows, tmp_path)
     fresh = limits.Figures(tmp_path, limits.QUICK_SIZES, 5, quick=True, fresh=True)
     assert fresh._doc("replay") is None
+
+
+def test_summary_reads_back_this_run(tmp_path: pathlib.Path, monkeypatch: Any) -> None:
+    """`python -m benchmarks` ends with a summary of the results its own run wrote."""
+    from benchmarks import _common as c
+    from benchmarks.__main__ import summary
+
+    rows = [c.summary("replay from scratch (decoded events)", "events/s", [2e6] * 5)]
+    monkeypatch.setenv(c.RUN_ENV, "run-1")
+    c.write_results("replay", {"quick": False, "incremental_lengths": []}, rows, tmp_path)
+    text = summary(tmp_path, quick=False)
+    assert "2,000,000 events/s" in text and ">= 1,000,000 events/s" in text and "met" in text
+    assert "not run" in text  # the parts this run did not run
+    monkeypatch.setenv(c.RUN_ENV, "run-2")  # another run's results are not this run's
+    assert "2,000,000" not in summary(tmp_path, quick=False)
