@@ -19,7 +19,9 @@ SIDES = (
 WORKLOADS = ("3x2 sequential", "3x2 concurrent", "1x10 long")
 
 
-def run(results: pathlib.Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(
+    results: pathlib.Path, env: dict[str, str] | None = None, expect: str = ""
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.peers", "--quick", "--results-dir", str(results)],
         cwd=ROOT,
@@ -30,6 +32,7 @@ def run(results: pathlib.Path, env: dict[str, str] | None = None) -> dict[str, A
         env=env,
     )
     assert "Durable end to end" in out.stdout and "Temporal++ / peer" in out.stdout
+    assert expect in out.stdout
     doc: dict[str, Any] = json.loads((results / "peers-latest.json").read_text())
     assert doc["benchmark"] == "peers" and doc["parameters"]["quick"] is True
     assert {"timestamp", "machine", "versions", "parameters", "results"} <= doc.keys()
@@ -70,13 +73,14 @@ def test_peers_quick(tmp_path: pathlib.Path) -> None:
 
 
 def test_peers_unavailable(tmp_path: pathlib.Path) -> None:
-    """Peers that fail to import are reported unavailable, and the part still succeeds."""
+    """Without the bench extra, peers are reported unavailable and plots skipped, and it runs."""
     shadow = tmp_path / "shadow"
-    for package in ("dbos", "durabletask"):
+    for package in ("dbos", "durabletask", "matplotlib"):  # the whole bench extra
         (shadow / package).mkdir(parents=True)
         (shadow / package / "__init__.py").write_text(f"raise ImportError('no {package} here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
-    doc = run(tmp_path / "results", env)
+    doc = run(tmp_path / "results", env, expect="plots skipped: matplotlib is not installed")
+    assert not list((tmp_path / "results").glob("*.png"))
     rows = {r["name"]: r for r in doc["results"]}
     for side in ("DBOS (SQLite defaults)", "DBOS (WAL)"):
         for workload in WORKLOADS:
