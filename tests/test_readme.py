@@ -40,8 +40,9 @@ def test_readme_example_runs(
 def test_readme_has_the_two_commands() -> None:
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
-    line = next(line for line in ci if 'pip install -e ".[dev]"' in line)
-    test_command, _, rest = line.rpartition(" || ")
-    assert rest == "exit 1", "CI must fail when the README's test command fails"
+    at = next(i for i, line in enumerate(ci) if 'pip install -e ".[dev]"' in line)
+    test_command = ci[at]
+    # CI must fail when the README's test command fails (set -e alone would not notice)
+    assert ci[at - 1] == "set +e" and ci[at + 1] == "rc=$?", ci[at - 1 : at + 2]
     assert test_command in text
     assert "pip install -e . && python -m examples.subscription" in text
