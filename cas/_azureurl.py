@@ -14,12 +14,17 @@ from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, 
 
 __all__ = ["env_credential", "parse_url"]
 
-OPTIONS: Final = ("api_version", "connection_string", "connection_timeout", "read_timeout",
-                  "retries")  # fmt: skip
-_NUMBERS: Final = (("retries", int), ("connection_timeout", float), ("read_timeout", float))
+NUMBERS: Final[dict[str, type]] = {
+    "retries": int,
+    "connection_timeout": float,
+    "read_timeout": float,
+}
+OPTIONS: Final = ("api_version", "connection_string", *NUMBERS)
 
 
-def parse_url(url: str) -> tuple[str, str, dict[str, Any]]:
+def parse_url(
+    url: str, *, numbers: dict[str, type] = NUMBERS, what: str = "CAS"
+) -> tuple[str, str, dict[str, Any]]:
     """``(account, container, keyword arguments)`` for ``AzureBlobCAS`` from an ``azure://`` URL.
 
     >>> parse_url("azure://cas/team?connection_string=UseDevelopmentStorage%3Dtrue&retries=0")
@@ -28,18 +33,18 @@ def parse_url(url: str) -> tuple[str, str, dict[str, Any]]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "azure" or not parts.netloc:
         raise ValueError(
-            "an Azure CAS URL looks like azure://CONTAINER or "
+            f"an Azure {what} URL looks like azure://CONTAINER or "
             f"azure://ACCOUNT.blob.core.windows.net/CONTAINER, got {redact(url)!r}"
         )
-    opts = _options(url, parts.query)
+    opts = _options(url, parts.query, ("api_version", "connection_string", *numbers), what)
     kwargs: dict[str, Any] = {}
-    for key, kind in _NUMBERS:
+    for key, kind in numbers.items():
         if key in opts:
             try:
                 kwargs[key] = kind(opts[key])
             except ValueError:
                 raise ValueError(
-                    f"{key}={opts[key]!r} in an Azure CAS URL is not a number"
+                    f"{key}={opts[key]!r} in an Azure {what} URL is not a number"
                 ) from None
     if "api_version" in opts:
         kwargs["api_version"] = opts["api_version"]
@@ -92,15 +97,15 @@ def env_credential(host: str) -> AzureNamedKeyCredential | AzureSasCredential | 
     return credential
 
 
-def _options(url: str, query: str) -> dict[str, str]:
+def _options(url: str, query: str, options: tuple[str, ...], what: str) -> dict[str, str]:
     """The URL's options, percent-decoded ("+" stays "+": account keys are base64)."""
     opts: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
-        if key not in OPTIONS or key in opts:
+        if key not in options or key in opts:
             raise ValueError(
-                f"unknown or repeated Azure CAS URL option {key!r} in {redact(url)!r}: "
-                f"azure:// takes {', '.join(OPTIONS)}"
+                f"unknown or repeated Azure {what} URL option {key!r} in {redact(url)!r}: "
+                f"azure:// takes {', '.join(options)}"
             )
         opts[key] = urllib.parse.unquote(value)
     return opts
