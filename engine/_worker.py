@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import threading
@@ -43,6 +44,7 @@ from ._errors import (
     CorruptionError,
     NonDeterminismError,
     PayloadError,
+    StoreError,
     WorkflowAlreadyClosedError,
     WorkflowError,
 )
@@ -178,6 +180,9 @@ def _seal_start(payloads: Payloads, started: WorkflowStarted) -> WorkflowStarted
     return map_payloads(started, lambda p: payloads.seal(p, started.workflow_id))  # type: ignore[return-value]
 
 
+_OUTCOMES = (ActivityCompleted, ActivityFailed, ActivityAttemptFailed)
+
+
 def _unsettled(entry: _Entry, ev: Event) -> bool:
     """False for an activity outcome whose attempt the run's history has settled already."""
     if isinstance(ev, ActivityCompleted | ActivityFailed | ActivityAttemptFailed):
@@ -271,6 +276,10 @@ class Worker:
         # a SimpleQueue.get(timeout=...) can turn the wait into an endless one
         self._done: queue.Queue[tuple[RunRef, _Attempt, Event]] = queue.Queue()
         self._backoff: dict[RunRef, int] = {}
+        # activity outcomes an append failed to record (the store failed): recorded with
+        # the next append that reaches the store, unless the history settled them already
+        self._stash: dict[RunRef, list[Event]] = {}
+        self._suspect = False  # a StoreError happened: renew before the next round
         self._stopping = threading.Event()
         self._executor = executor
         self.on_decision = on_decision
@@ -311,6 +320,13 @@ class Worker:
 
         Graceful: the worker stops claiming, lets running activities finish (their
         outcomes are recorded), and releases every run it owns.
+
+        A failing store (``StoreError``: an outage, a lost reply, a full disk) does
+        not end it: the worker logs, backs off with jitter (up to 5 s), drops its
+        cached interpreters, keeps the outcomes it could not record, and carries
+        on once the store answers, after checking with ``renew`` which runs are
+        still its own (an outage longer than the lease hands them to others; an
+        outcome of such a run is dropped and its attempt runs again).
         """
         self._stopping.clear()
         previous: dict[signal.Signals, Any] = {}
@@ -324,20 +340,51 @@ class Worker:
         loop_thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         loop_thread.start()
         last_renew = time.monotonic()
+        failures = 0
         try:
             while not self._stopping.is_set():
-                self._progress = False
-                next_due = self._round(inline=False)
-                if time.monotonic() - last_renew > self.lease / 3:
-                    self.store.renew(self.identity, lease=self.lease)
-                    last_renew = time.monotonic()
-                if not self._progress:
-                    self._wait(next_due)
-            while self._running:  # graceful: let running activities report
-                self._drain(timeout=0.1)
-                self._check_timeouts()
+                try:
+                    self._progress = False
+                    next_due = self._round(inline=False)
+                    if time.monotonic() - last_renew > self.lease / 3:
+                        self._renew()
+                        last_renew = time.monotonic()
+                    if failures:
+                        log.warning("worker %s: the store answers again", self.identity)
+                        failures = 0
+                    if not self._progress:
+                        self._wait(next_due)
+                except StoreError as exc:  # an outage: ride it out, the store keeps the truth
+                    self._forget_cache()
+                    failures += 1
+                    delay = min(5.0, self.poll_interval * 2 ** min(failures, 8))
+                    delay *= random.uniform(0.5, 1.0)  # jitter: workers do not retry in step
+                    log.warning(
+                        "worker %s: store error (%d in a row), retrying in %.1f s: %s",
+                        self.identity, failures, delay, exc,
+                    )  # fmt: skip
+                    self._stopping.wait(delay)
+            give_up: float | None = None
+            while self._running or self._stash:  # graceful: let running activities report
+                try:
+                    self._drain(timeout=0.1)
+                    self._check_timeouts()
+                except StoreError as exc:  # keep trying for a lease, then leave it to others
+                    self._forget_cache()
+                    now = time.monotonic()
+                    give_up = give_up or now + self.lease
+                    if now > give_up:
+                        log.warning(
+                            "worker %s: stopping with outcomes not recorded (their attempts "
+                            "will run again): %s", self.identity, exc,
+                        )  # fmt: skip
+                        break
+                    time.sleep(0.5)
         finally:
-            self._release_all()
+            try:
+                self._release_all()
+            except StoreError as exc:  # the claims lapse with the lease or the process
+                log.warning("worker %s: runs not released on stop: %s", self.identity, exc)
             if self._executor is None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -372,7 +419,46 @@ class Worker:
         self._drain(timeout=timeout if timeout > 0 else 0.001)
 
     def _round(self, inline: bool) -> datetime | None:
-        """One pass: claim due runs and advance them, run activities, take outcomes."""
+        """One pass: claim due runs and advance them, run activities, take outcomes.
+
+        A ``StoreError`` leaves the worker fit to go on (``run`` retries): the
+        cached interpreters, which may have decided past what the store has, are
+        dropped, and unrecorded activity outcomes wait in ``_stash``.
+        """
+        try:
+            if self._suspect:  # the claims may have lapsed while the store was failing
+                self._renew()
+                self._suspect = False
+            return self._round_once(inline)
+        except StoreError:
+            self._forget_cache()
+            raise
+
+    def _forget_cache(self) -> None:
+        """After a ``StoreError``: drop every cached interpreter (the next load replays
+        what the store holds) and check the claims before working on them again."""
+        self._suspect = True
+        for entry in self._cache.values():
+            entry.interp.close()
+        self._cache.clear()
+
+    def _renew(self) -> None:
+        """Keep the claims alive; stop working on runs the store says are no longer ours."""
+        held = set(self.store.renew(self.identity, lease=self.lease))
+        for ref in list(self._owned):
+            if ref not in held:  # lapsed during an outage or a pause: another worker has it
+                log.warning(
+                    "worker %s lost workflow %s run %s", self.identity, ref.workflow_id, ref.run_id
+                )
+                self._owned.pop(ref, None)
+                self._evict(ref)
+                self._stash.pop(ref, None)
+                for key, running in list(self._running.items()):
+                    if key[0] == ref:  # its outcome is the new owner's to record, not ours
+                        running.context.cancel()
+                        del self._running[key]
+
+    def _round_once(self, inline: bool) -> datetime | None:
         free = self.max_concurrent_activities - len(self._running)
         claims = self.store.claim(
             self.identity,
@@ -403,22 +489,22 @@ class Worker:
         return claims.next_due
 
     def _release(self, ref: RunRef, *, blocked: str | None = None) -> None:
-        self._owned.pop(ref, None)
         not_before = None
+        n = self._backoff.get(ref, 0)
         if blocked is not None:
-            n = self._backoff.get(ref, 0)
-            self._backoff[ref] = n + 1
             not_before = self.clock.now() + timedelta(seconds=min(60.0, 2.0**n))
+        # NB: owned until the store took it back: after a StoreError the next round retries
+        self.store.release(self.identity, ref, not_before=not_before, blocked=blocked)
+        self._owned.pop(ref, None)
+        if blocked is not None:
+            self._backoff[ref] = n + 1
         else:
             self._backoff.pop(ref, None)
-        self.store.release(self.identity, ref, not_before=not_before, blocked=blocked)
 
     def _release_all(self) -> None:
+        self._forget_cache()
         for ref in list(self._owned):
             self._release(ref)
-        for entry in self._cache.values():
-            entry.interp.close()
-        self._cache.clear()
 
     # ------------------------------------------------------------------ decisions
 
@@ -800,7 +886,33 @@ class Worker:
         return sum(len(events) for events in outcomes.values())
 
     def _group(self, work: dict[RunRef, list[Event]]) -> None:
-        """Advance many runs with one ``append`` call (group commit)."""
+        """Advance many runs with one ``append`` call (group commit).
+
+        Outcomes a failed append did not record go first; if the store fails
+        again, every outcome of this call waits for the next (a duplicate of one
+        that did land is dropped then, as the history has settled it).
+        """
+        if self._stash:
+            stash, self._stash = self._stash, {}
+            for ref in [ref for ref in stash if ref not in self._owned]:
+                # NB: the run changed hands while the store failed: its new owner may be
+                # running the attempt now; a late fact would land under it. Its attempt
+                # runs again (at least once), as after a crash.
+                log.warning(
+                    "worker %s: %d outcome(s) of workflow %s dropped: the run is no longer "
+                    "ours", self.identity, len(stash.pop(ref)), ref.workflow_id,
+                )  # fmt: skip
+            work = {ref: [*stash.pop(ref, []), *events] for ref, events in work.items()} | stash
+        try:
+            self._group_now(work)
+        except StoreError:
+            for ref, events in work.items():
+                outcomes = [ev for ev in events if isinstance(ev, _OUTCOMES)]
+                if outcomes:
+                    self._stash.setdefault(ref, []).extend(outcomes)
+            raise
+
+    def _group_now(self, work: dict[RunRef, list[Event]]) -> None:
         prepared: list[_Prepared] = []
         for ref, events in work.items():
             try:
@@ -825,6 +937,7 @@ class Worker:
     def _check_timeouts(self) -> None:
         """Fail attempts past their start-to-close or heartbeat timeout."""
         mono = time.monotonic()
+        timed_out: dict[RunRef, list[Event]] = {}
         for key, running in list(self._running.items()):
             ev, ctx = running.event, running.context
             elapsed = mono - running.started
@@ -846,5 +959,8 @@ class Worker:
             if act is None:
                 act = _Activity(ev)
                 act.attempts = ctx.attempt - 1
-            outcome = self._outcome(act, ctx.attempt, error=TimeoutError(reason))
-            self._advance(ref, [outcome])
+            timed_out.setdefault(ref, []).append(
+                self._outcome(act, ctx.attempt, error=TimeoutError(reason))
+            )
+        if timed_out:
+            self._group(timed_out)

@@ -31,10 +31,11 @@ Faults, at the worker's store calls:
   and the clock moves (one level deep), so decisions race signals, cancels and
   other workers, and conditional appends conflict.
 
-The worker does not catch ``StoreError`` (``Worker.run`` raises it and
-``tpp worker`` exits), so by default a worker that gets one exits as ``run``
-would (it releases what it owns, best effort) and is restarted; with
-``ride_out=True`` the same worker object carries on instead.
+By default a worker that gets a ``StoreError`` is treated as a process that
+exits (it releases what it owns, best effort) and is restarted; with
+``ride_out=True`` the same worker object carries on, as ``Worker.run`` does:
+it drops its cached interpreters, keeps unrecorded outcomes for the next append
+and renews its claims before the next round.
 
 Invariants, after every step (``check``): no run holds a closing event twice or
 an activity scheduled/completed twice; a closed workflow id has the crash-free
