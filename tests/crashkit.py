@@ -17,6 +17,15 @@ happened and every workflow is closed; then it stops the rest with SIGTERM and
 * every activity ran at least once: each attempt appends one line to a log
   file before it returns (a killed attempt's line stays, so reruns show too).
 
+Optional, for R1 (``tests/reliability/test_r1_azure.py``): ``ledger=True`` runs
+``ledger_chain`` instead, whose ``ledger_step`` appends ``index step attempt``
+and ``fsync``s it; the driver then reads the open workflows' histories every
+``watch_every`` seconds and notes, per activity, how long the ledger was when
+its completion was first seen durable, and ``check`` proves that no attempt was
+logged after that; ``replay=True`` also replays every history
+(``assert_deterministic``).  ``azure://`` URLs are taken as they are (no
+durability option); ``worker_poll`` is each worker's ``poll_interval``.
+
 Used by ``tests/test_store_sqlite.py`` (and the FileStore tests)::
 
     report = crashkit.run("sqlite:" + str(tmp_path / "tpp.db"), tmp_path, seed=7)
@@ -41,7 +50,15 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final
 
 import stores
-from engine import Client, ScheduleActivity, Status, Worker, activity, workflow
+from engine import (
+    Client,
+    ScheduleActivity,
+    Status,
+    Worker,
+    activity,
+    activity_context,
+    workflow,
+)
 from engine.events import ActivityCompleted, ActivityFailed, ActivityScheduled, WorkflowCompleted
 from stores import MemoryStore, Store
 
@@ -53,6 +70,8 @@ __all__ = [
     "crash_chain",
     "crash_step",
     "expected",
+    "ledger_chain",
+    "ledger_step",
     "open_store",
     "run",
 ]
@@ -64,6 +83,8 @@ def open_store(url: str) -> Store:
     """``stores.open(url)``, at durability ``none`` unless the URL names one."""
     if url.startswith("memory:"):
         raise ValueError("crash-kill needs a store that worker processes share, not memory:")
+    if url.startswith("azure:"):  # NB: no durability levels: every write is the service's
+        return stores.open(url)
     return stores.open(url if "durability=" in url else f"{url}?durability=none")
 
 
@@ -94,8 +115,34 @@ def crash_chain(
     return {"index": index, "total": total}
 
 
-WORKFLOWS: Final = [crash_chain]
-ACTIVITIES: Final = [crash_step]
+@activity
+def ledger_step(index: int, step: int, log: str, pause: float) -> int:
+    """``crash_step`` with an ``fsync``'d ledger line ``index step attempt``."""
+    line = f"{index} {step} {activity_context().attempt}\n".encode()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    time.sleep(pause)
+    return index * 1000 + step
+
+
+@workflow
+def ledger_chain(
+    index: int, steps: int, log: str, pause: float
+) -> Generator[Any, Any, dict[str, int]]:
+    """``crash_chain`` on ``ledger_step``: the same result."""
+    total = index
+    for step in range(steps):
+        value = yield ScheduleActivity(ledger_step, index, step, log, pause)
+        total = (total * 31 + value) % 1_000_000_007
+    return {"index": index, "total": total}
+
+
+WORKFLOWS: Final = [crash_chain, ledger_chain]
+ACTIVITIES: Final = [crash_step, ledger_step]
 
 #: What each worker process runs: ``python -c WORKER URL CONCURRENCY``.
 WORKER: Final = """
@@ -105,7 +152,8 @@ from tests import crashkit
 store = crashkit.open_store(sys.argv[1])
 try:
     Worker(store, workflows=crashkit.WORKFLOWS, activities=crashkit.ACTIVITIES,
-           poll_interval=0.01, max_concurrent_activities=int(sys.argv[2])).run()
+           poll_interval=float(sys.argv[3]) if len(sys.argv) > 3 else 0.01,
+           max_concurrent_activities=int(sys.argv[2])).run()
 finally:
     store.close()
 """
@@ -136,6 +184,42 @@ class Report:
     seconds: float = 0.0
     attempts: int = 0  # activity attempts logged (reruns included)
     activities: int = 0
+    durable_seen: int = 0  # completions the driver saw durable (``ledger=True``)
+
+
+class _Durable:
+    """When each activity's completion was first seen durable, as a ledger length.
+
+    ``observe`` reads the open workflows' histories, *then* counts the ledger's
+    lines: an attempt logged past that count began after its completion was
+    durable (the completion landed before the read that saw it).
+    """
+
+    def __init__(self, ids: Sequence[str], log: pathlib.Path) -> None:
+        self.open = {wid: index for index, wid in enumerate(ids)}
+        self.log = log
+        self.at: dict[tuple[int, int], int] = {}  # (index, step) -> ledger lines then
+
+    def observe(self, store: Store) -> None:
+        seen: list[tuple[int, int]] = []
+        for wid, index in list(self.open.items()):
+            history = store.read(wid)
+            steps = _steps(history)
+            for ev in history:
+                if isinstance(ev, ActivityCompleted) and (index, steps[ev.seq]) not in self.at:
+                    seen.append((index, steps[ev.seq]))
+            if any(isinstance(ev, WorkflowCompleted) for ev in history):
+                del self.open[wid]
+        if seen:
+            lines = len(_lines(self.log))
+            for key in seen:
+                self.at[key] = lines
+
+
+def _steps(history: Sequence[Any]) -> dict[int, int]:
+    """Activity seq -> step (the chains schedule their steps in order)."""
+    seqs = sorted(ev.seq for ev in history if isinstance(ev, ActivityScheduled))
+    return {seq: step for step, seq in enumerate(seqs)}
 
 
 class _Slot:
@@ -157,6 +241,10 @@ def run(
     life: tuple[float, float] = (0.3, 0.9),
     pause: float = 0.15,
     timeout: float = 120.0,
+    ledger: bool = False,
+    replay: bool = False,
+    worker_poll: float = 0.01,
+    watch_every: float = 0.5,
 ) -> Report:
     """Run the workload under ``kill -9``s and ``check`` it; see the module docstring.
 
@@ -164,22 +252,25 @@ def run(
     imports included), ``pause`` is each activity's duration, ``concurrency``
     each worker's ``max_concurrent_activities``.  Raises ``AssertionError``
     (with the seed and the workers' output) when the outcome is wrong or the
-    run takes longer than ``timeout``.
+    run takes longer than ``timeout``.  ``ledger``, ``replay``, ``worker_poll``
+    and ``watch_every``: see the module docstring.
     """
     rng = random.Random(seed)
     report = Report(seed=seed)
     log = directory / "attempts.log"
     output_path = directory / "workers.out"
     t0 = time.monotonic()
+    chain = ledger_chain if ledger else crash_chain
     store = open_store(url)
     try:
         client = Client(store)
         ids = [
-            client.start(crash_chain, i, steps, str(log), pause, id=f"crash-{i}")
+            client.start(chain, i, steps, str(log), pause, id=f"crash-{i}")
             for i in range(workflows)
         ]
     finally:
         store.close()
+    durable = _Durable(ids, log) if ledger else None
     slots = [_Slot() for _ in range(workers)]
     env = {
         **os.environ,
@@ -189,7 +280,7 @@ def run(
 
         def spawn(slot: _Slot) -> None:
             slot.proc = subprocess.Popen(
-                [sys.executable, "-c", WORKER, url, str(concurrency)],
+                [sys.executable, "-c", WORKER, url, str(concurrency), str(worker_poll)],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -201,15 +292,22 @@ def run(
         try:
             for slot in slots:
                 spawn(slot)
-            _drive(url, ids, slots, spawn, report, kills, t0 + timeout, output_path)
+            _drive(
+                url, ids, slots, spawn, report, kills, t0 + timeout, output_path,
+                durable=durable, watch_every=watch_every,
+            )  # fmt: skip
         finally:
             _stop(slots)
     report.seconds = time.monotonic() - t0
     store = open_store(url)
     try:
+        if durable is not None:
+            report.durable_seen = len(durable.at)
         report.attempts, report.activities = check(
-            store, ids, log, steps, expected(workflows, steps)
-        )
+            store, ids, log, steps, expected(workflows, steps),
+            durable_at=None if durable is None else durable.at,
+            replay=chain if replay else None,
+        )  # fmt: skip
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{report}\n{_tail(output_path)}") from None
     finally:
@@ -226,13 +324,16 @@ def _drive(
     kills: int,
     deadline: float,
     output_path: pathlib.Path,
+    *,
+    durable: _Durable | None = None,
+    watch_every: float = 0.5,
 ) -> None:
     """Kill and respawn workers until ``kills`` kills are done and every workflow closed."""
     store = open_store(url)
     try:
         busy = True
-        last_check = 0.0
-        while busy or report.kills < kills:
+        last_check = last_watch = 0.0
+        while busy or report.kills < kills or (durable is not None and durable.open):
             now = time.monotonic()
             if now > deadline:
                 raise AssertionError(
@@ -255,6 +356,9 @@ def _drive(
                 last_check = now
                 counts = store.list(page_size=1).counts
                 busy = counts.get(Status.RUNNING, 0) > 0 or sum(counts.values()) < len(ids)
+            if durable is not None and (now - last_watch > watch_every or not busy):
+                last_watch = now
+                durable.observe(store)
             time.sleep(0.005)
     finally:
         store.close()
@@ -282,10 +386,35 @@ def _tail(path: pathlib.Path, lines: int = 40) -> str:
 
 
 def check(
-    store: Store, ids: Sequence[str], log: pathlib.Path, steps: int, results: dict[str, Any]
+    store: Store,
+    ids: Sequence[str],
+    log: pathlib.Path,
+    steps: int,
+    results: dict[str, Any],
+    *,
+    durable_at: dict[tuple[int, int], int] | None = None,
+    replay: Callable[..., Any] | None = None,
 ) -> tuple[int, int]:
-    """Assert the outcome (see the module docstring); returns (attempts logged, activities)."""
-    attempts = collections.Counter(tuple(map(int, line.split())) for line in _lines(log))
+    """Assert the outcome (see the module docstring); returns (attempts logged, activities).
+
+    ``durable_at``: (index, step) -> the ledger's length when that completion was
+    seen durable; no attempt may be logged after it.  ``replay``: the workflow
+    whose every history must replay (``engine.testing.assert_deterministic``).
+    """
+    lines = _lines(log)
+    attempts = collections.Counter(tuple(map(int, line.split()[:2])) for line in lines)
+    if durable_at is not None:
+        late = [
+            f"{line!r} (ledger line {n}, completion durable at line {durable_at[key]})"
+            for n, line in enumerate(lines)
+            if (key := tuple(map(int, line.split()[:2]))) in durable_at and n >= durable_at[key]
+        ]
+        assert not late, f"attempts after their completion was durable: {late[:10]}"
+    if replay is not None:
+        from engine.testing import assert_deterministic  # NB: needs hypothesis (testing extra)
+
+        for wid in ids:
+            assert_deterministic(replay, store.read(wid))
     client = Client(store)
     for index, wid in enumerate(ids):
         runs = [i for i in store.runs() if i.id == wid]
