@@ -69,6 +69,7 @@ class Partition:
     __slots__ = (
         "ckpt",
         "dirty",
+        "draining",
         "inbox_off",
         "inbox_seg",
         "p",
@@ -92,6 +93,7 @@ class Partition:
         self.runs: set[Key] = set()
         self.pending: dict[Key, tuple[fmt.Start, float]] = {}
         self.dirty = True
+        self.draining = False  # to be handed back once no owner holds a run of it
         self.saved = 0.0
         self.rechecked = 0.0  # when pending Starts were last looked for
         self.swept = time.monotonic()  # when the sweeper last read runs
@@ -186,8 +188,11 @@ class Partitions:
                     or run.owner is not None
                     or run.summary.due != due
                     or not self.trusted(run)
+                    or self.held[self.of(run)].draining
                 ):
-                    heapq.heappop(heap)  # stale: claimed, re-timed, closed or not ours
+                    # stale (claimed, re-timed, closed, not ours), or its partition is
+                    # draining (re-indexed if it stays here after all)
+                    heapq.heappop(heap)
                     continue
                 if due > now or len(got) >= limit:
                     if next_due is None or due < next_due:
@@ -242,15 +247,16 @@ class Partitions:
                 run.hb_from = None
         self.store._forget_claims(part.runs)
 
-    def scan(self, queue: str) -> None:
+    def scan(self, queue: str, *, prefer: Partition | None = None) -> None:
         """List the queue's partitions: read inboxes that grew, balance, take free ones.
 
         Balancing (as Durable Functions' partition manager): every handle that
         claims from a queue keeps a presence blob there (``w/<lease id>``, written
         every third of a lease); the live ones (written within a lease) share
-        the partitions, ``ceil(partitions / live)`` each.  A handle above its
-        share + 1 hands back partitions with nothing claimed; one below takes
-        free ones (in random order, so that handles starting together spread).
+        the partitions, ``ceil(partitions / live)`` each.  A handle below its
+        share takes free ones (in random order, so that handles starting
+        together spread); one above its share, when no partition is free, drains
+        and hands back the surplus (``_balance``).
         """
         prefix = self.names.queue_dir(queue)
         leased: set[int] = set()
@@ -287,15 +293,8 @@ class Partitions:
             self._sweep(part)
         share = self._share(queue, seen)
         mine = [part for (q, _), part in self.held.items() if q == queue]
-        if len(mine) > share + 1:
-            busy = {self.of(run) for run in self.store._claimed()}
-            for part in list(mine):
-                if len(mine) <= share:
-                    break
-                if (part.queue, part.p) not in busy:
-                    self.hand_back(part)
-                    mine.remove(part)
         free = [p for p in range(self.count) if (queue, p) not in self.held and p not in leased]
+        self._balance(mine, share, wanted=not free, prefer=prefer)
         random.shuffle(free)
         for p in free:
             if len(mine) >= share:
@@ -305,6 +304,70 @@ class Partitions:
                 mine.append(part)
                 if part.inbox_seg not in inbox.get(p, {}):  # writers find it there (background)
                     self.blobs.create_append(self.names.inbox(queue, p, part.inbox_seg))
+
+    def _balance(
+        self, mine: list[Partition], share: int, *, wanted: bool, prefer: Partition | None
+    ) -> None:
+        """Drain partitions above ``share`` that another handle wants; hand back idle drained ones.
+
+        ``wanted``: every partition of the queue is leased, so a live handle below
+        its share waits for one of ours (if we hold more than our share, some
+        handle holds less).  Partitions to give are chosen ``prefer`` first (the
+        one whose run an owner just released), then by fewest claimed runs; a
+        draining partition hands out no more runs and is handed back once its
+        claimed runs are released, so a busy handle gives way within one
+        activity's time.  Nobody wants ours while free partitions remain.
+        """
+        excess = len(mine) - share
+        draining = [part for part in mine if part.draining]
+        if excess <= 0:
+            for part in draining:  # a handle left: keep them after all
+                self.undrain(part)
+            return
+        claimed: dict[tuple[str, int], int] = {}
+        for run in self.store._claimed():
+            where = self.of(run)
+            claimed[where] = claimed.get(where, 0) + 1
+        if wanted and len(draining) < excess:
+            candidates = sorted(
+                (part for part in mine if not part.draining),
+                key=lambda part: (part is not prefer, claimed.get((part.queue, part.p), 0)),
+            )
+            for part in candidates[: excess - len(draining)]:
+                part.draining = True
+                draining.append(part)
+        for part in draining:
+            if not claimed.get((part.queue, part.p)):
+                self.hand_back(part)
+                mine.remove(part)
+
+    def undrain(self, part: Partition) -> None:
+        """Keep a draining partition after all: its due runs go back into the ready index."""
+        part.draining = False
+        for key in part.runs:
+            run = self.store._cached(key)
+            if run is not None:
+                self.index(run)
+
+    def released(self, run: Run) -> None:
+        """An owner let ``run`` go: a partition another handle wants changes hands now.
+
+        Scans the run's queue (at most every ``poll_interval``, as ``claim``
+        does, so this costs no extra requests) if this handle claims from it.
+        """
+        part = self.holding(run)
+        if part is None or part.queue not in self._present:
+            return
+        mono = time.monotonic()
+        try:
+            if mono - self._scanned.get(part.queue, -1e9) >= self.poll_interval:
+                self._scanned[part.queue] = mono
+                self.scan(part.queue, prefer=part)
+            elif part.draining and all(self.of(r) != self.of(run) for r in self.store._claimed()):
+                self.hand_back(part)
+        except StoreError as exc:  # the release is done; the next claim balances again
+            log.warning("partition %s/%d: not balanced after a release: %s", part.queue,
+                        part.p, exc)  # fmt: skip
 
     def _share(self, queue: str, seen: dict[str, datetime]) -> int:
         """This handle's fair share of the queue's partitions (writing its presence if due)."""

@@ -30,6 +30,15 @@ Theory of operation
   partition; other handles' appends reach a holder through the partition's
   inbox (``Touch``), within ``poll_interval``; a holder also re-reads each open
   run once per ``sweep_interval`` (600 s), in case a writer died before its Touch.
+* **Handover**: the handles that claim from a queue share its partitions fairly
+  (``ceil(partitions / live handles)`` each, from presence blobs).  A handle
+  hands a partition back only when another handle wants it: it holds more than
+  its share while no partition is free.  It then *drains* the surplus (hands out
+  no more of their runs) and releases each drained partition's lease as soon as
+  no owner holds a run of it (at once if idle; a release that empties it
+  rebalances within the call).  A handle alone keeps its idle partitions: giving
+  them back would only have it lease them again at its next scan, two requests
+  per partition for nothing.  ``close()`` hands everything back.
 * **Visibility**: segment 0 of each run carries its ``WorkflowStarted`` and, once
   closed, its status in blob metadata, so ``list`` is one List Blobs call per
   5,000 runs (plus one GET per run on the page, for the exact history length and
@@ -737,6 +746,7 @@ class AzureBlobStore:
                     log.warning("backoff of %r not saved: %s", entry.workflow_id, exc)
             s.not_before, s.blocked = not_before, blocked
             self._parts.index(entry)
+            self._parts.released(entry)
 
     def heartbeat(self, run: RunRef, seq: int, details: Payload | None = None) -> Payload | None:
         with self._lock:
