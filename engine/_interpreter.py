@@ -229,9 +229,6 @@ class Interpreter:
         self._rec_pos = 0
         self._rec_cmds: tuple[CommandRecord, ...] = ()
         self._rec_cmd_pos = 0
-        self._batch_head: WorkflowTaskCompleted | None = None
-        self._batch_index = 0
-        self._batch: list[Event] = []
         _guard.install()
 
     # ------------------------------------------------------------------ public API
@@ -266,48 +263,64 @@ class Interpreter:
         decision.  Raises :class:`NonDeterminismError` when the code does not fit.
         """
         self._check_poison()
+        if type(events) is not list:
+            events = list(events)
         token = _guard.guarded(self._def.name)
+        start = index = self._count
+        self._replaying = True  # NB: every decision that feed() runs is a recorded one
         try:
             inbox = self._inbox
-            decision_events = DECISION_EVENTS
-            for ev in events:
-                index = self._count
-                self._count = index + 1
+            kinds = _FEED
+            started = self._started is not None
+            head: Any = None  # the open decision's WorkflowTaskCompleted, at index head_at
+            head_at = 0
+            for index, ev in enumerate(events, start):
                 if ev.index != index and ev.index != -1:  # -1: not appended yet (own batch)
                     self._inconsistent(
                         f"event {index} carries index {ev.index}: the history has a gap, "
                         f"a duplicate or a reordering"
                     )
-                cls = type(ev)
-                if cls in decision_events:
-                    if cls is WorkflowTaskCompleted:
-                        if self._batch_head is not None:
-                            self._flush_batch()
-                        self._batch_head = ev  # type: ignore[assignment]
-                        self._batch_index = index
-                    elif self._batch_head is None:
-                        self._inconsistent(f"event {index} ({cls.__name__}) is outside a decision")
-                    else:
-                        self._batch.append(ev)
-                else:
-                    if self._batch_head is not None:
-                        self._flush_batch()
-                    if cls is WorkflowStarted:
-                        if index != 0:
-                            self._inconsistent(f"WorkflowStarted at event {index}, not 0")
-                        self._started = ev  # type: ignore[assignment]
-                    elif self._started is None:
+                kind = kinds[type(ev)]
+                if kind == _IN_BATCH:
+                    if head is None:
+                        self._inconsistent(
+                            f"event {index} ({type(ev).__name__}) is outside a decision"
+                        )
+                    continue
+                if head is not None:
+                    # NB: a decision's batch runs from its head to the next head or input
+                    self._flush_batch(head, head_at, events[head_at - start + 1 : index - start])
+                    head = None
+                if kind == _INPUT:
+                    if not started:
                         self._inconsistent("the history does not begin with WorkflowStarted")
-                    else:
-                        inbox.append((index, ev))
-                        if cls is WorkflowTerminated and self._terminated is None:
-                            self._terminated = ev  # type: ignore[assignment]
-            if self._batch_head is not None:
-                self._flush_batch()
+                    inbox.append((index, ev))
+                elif kind == _HEAD:
+                    head, head_at = ev, index
+                elif kind == _FIRST:
+                    if index != 0:
+                        self._inconsistent(f"WorkflowStarted at event {index}, not 0")
+                    self._started = ev
+                    started = True
+                elif kind == _TERMINATE:
+                    if not started:
+                        self._inconsistent("the history does not begin with WorkflowStarted")
+                    inbox.append((index, ev))
+                    if self._terminated is None:
+                        self._terminated = ev
+                else:
+                    raise TypeError(f"feed() takes events, not {ev!r}")
+            self._count = start + len(events)
+            if head is not None:
+                self._flush_batch(head, head_at, events[head_at - start + 1 :])
         except BaseException as exc:
+            if self._count == start:  # counted up to the event refused
+                self._count = index + 1
             self._poisoned = exc
             raise
         finally:
+            self._replaying = False
+            self._queries_dirty = False  # the replayed decisions saved their queries
             _guard.release(token)
 
     def decide(self, now: datetime, batch_id: str) -> Decision | None:
@@ -395,12 +408,8 @@ class Interpreter:
             f"workflow {self._def.name!r}: the history is inconsistent: {what}"
         )
 
-    def _flush_batch(self) -> None:
-        head = self._batch_head
-        assert head is not None
-        batch = self._batch
-        self._batch_head = None
-        self._batch = []
+    def _flush_batch(self, head: WorkflowTaskCompleted, head_at: int, batch: list[Event]) -> None:
+        """Apply one recorded decision: ``head`` (at ``head_at``), then its ``batch``."""
         if self._pending_own is not None:
             if head.batch_id == self._pending_own:
                 self._pending_own = None  # our own decision, already applied
@@ -413,7 +422,7 @@ class Interpreter:
             )
         if self._started is None:
             self._inconsistent("a decision comes before WorkflowStarted")
-        if not self._seen <= head.seen <= self._batch_index:
+        if not self._seen <= head.seen <= head_at:
             self._inconsistent(
                 f"decision {head.batch_id} claims to have seen {head.seen} events "
                 f"(previous decision saw {self._seen})"
@@ -422,14 +431,11 @@ class Interpreter:
             self._inconsistent(f"decision {head.batch_id} comes after the run closed")
         self._seen = head.seen
         self._now = head.time
-        self._replaying = True
         self._rec = batch
         self._rec_pos = 0
         self._rec_cmds = head.commands
         self._rec_cmd_pos = 0
         self._run_decision(head.seen)
-        self._replaying = False
-        self._queries_dirty = False
         if self._rec_pos == len(batch) and self._rec_cmd_pos == len(head.commands):
             return  # NB: the common case: everything recorded was yielded
         leftover: Any = self._next_recorded()
@@ -455,8 +461,10 @@ class Interpreter:
             if self._closing is not None:
                 continue  # late results for a closed run
             inputs[type(ev)](self, ev)
-            if self._resume is not None:
-                self._drive()
+            resume = self._resume
+            if resume is not None:
+                self._resume = None
+                self._drive(*resume)
 
     def _start(self) -> None:
         started = self._started
@@ -468,14 +476,10 @@ class Interpreter:
         except Exception as exc:  # bad input for this signature: the run fails
             self._finish(WorkflowFailed, error=failure_from(exc))
             return
-        self._resume = (None, None)
-        self._drive()
+        self._drive(None, None)
 
-    def _drive(self) -> None:
-        """Run the generator until it waits or ends."""
-        assert self._resume is not None
-        value, exc = self._resume
-        self._resume = None
+    def _drive(self, value: Any, exc: BaseException | None) -> None:
+        """Send ``value`` in (or throw ``exc``), and run the generator until it waits or ends."""
         gen = self._gen
         assert gen is not None
         commands = _COMMANDS
@@ -493,16 +497,19 @@ class Interpreter:
                 self._finish(WorkflowFailed, error=failure_from(err))
                 return
             exc = None
-            handler = commands.get(type(cmd))
-            if handler is None:
-                value = None
-                exc = TypeError(
-                    f"a workflow must yield commands (ScheduleActivity, Timer, WaitSignal, "
-                    f"...), not {cmd!r}"
-                )
-                continue
             try:
-                value = handler(self, cmd)
+                if type(cmd) is ScheduleActivity:  # NB: the most common command, inline
+                    self._current = self._open_activity(cmd, None, 0)
+                    value = _BLOCKED
+                elif type(cmd) in commands:
+                    value = commands[type(cmd)](self, cmd)
+                else:
+                    value = None
+                    exc = TypeError(
+                        f"a workflow must yield commands (ScheduleActivity, Timer, WaitSignal, "
+                        f"...), not {cmd!r}"
+                    )
+                    continue
             except NonDeterminismError:
                 raise
             except Exception as err:  # a bad command or a failing SideEffect: thrown in
@@ -660,7 +667,10 @@ class Interpreter:
         # NB: everything that can reject the command is checked before it takes a
         # sequence number, and on replay too, so a rejected command (thrown into
         # the workflow) shifts nothing and replays exactly as it ran.
-        name, rtype = self._target(cmd.activity, "activity")
+        try:  # NB: the common case without _target(): a function seen before
+            name, rtype = self._targets[cmd.activity]
+        except (KeyError, TypeError):
+            name, rtype = self._target(cmd.activity, "activity")
         plain = (
             cmd.retry is None
             and cmd.task_queue is None
@@ -680,10 +690,11 @@ class Interpreter:
             seq = self._next_seq
             self._next_seq = seq + 1
             # NB: the common case inline: the next recorded event is this very command
-            rec: Any = None
             pos = self._rec_pos
-            if pos < len(self._rec):
-                rec = self._rec[pos]
+            try:
+                rec: Any = self._rec[pos]
+            except IndexError:
+                rec = None
             if type(rec) is ActivityScheduled and rec.seq == seq:
                 self._rec_pos = pos + 1
             else:
@@ -985,8 +996,13 @@ class Interpreter:
         else:
             self._resolve(leaf, value, None)
 
-    def _leaf(self, seq: int, kind: str, event: Event) -> Leaf | None:
-        leaf = self._leaves.pop(seq, None)
+    def _leaf(self, seq: int, kind: str, event: Event, leaf: Leaf | None = None) -> Leaf | None:
+        """The leaf waiting for ``event`` (result of command ``seq``); None if it is abandoned.
+
+        ``leaf`` is the one already popped for ``seq``, if the caller did.
+        """
+        if leaf is None:
+            leaf = self._leaves.pop(seq, None)
         if leaf is not None and leaf.kind is kind:
             return leaf
         if leaf is None:
@@ -1001,19 +1017,22 @@ class Interpreter:
         )
 
     def _in_activity_completed(self, ev: ActivityCompleted) -> None:
-        leaf = self._leaf(ev.seq, ACTIVITY, ev)
-        if leaf is not None:
-            try:
-                value = self._codec.decode(ev.result, leaf.rtype)
-            except TypeError as exc:
-                self._resolve(leaf, None, exc)
+        leaf = self._leaves.pop(ev.seq, None)
+        if leaf is None or leaf.kind is not ACTIVITY:  # NB: the common case without _leaf()
+            leaf = self._leaf(ev.seq, ACTIVITY, ev, leaf)
+            if leaf is None:
                 return
-            if leaf.parent is None:  # NB: the common case inline: the workflow waits on it
-                leaf.done = True
-                self._current = None
-                self._resume = (value, None)
-            else:
-                self._resolve(leaf, value, None)
+        try:
+            value = self._codec.decode(ev.result, leaf.rtype)
+        except TypeError as exc:
+            self._resolve(leaf, None, exc)
+            return
+        if leaf.parent is None:  # NB: the common case inline: the workflow waits on it
+            leaf.done = True
+            self._current = None
+            self._drive(value, None)
+        else:
+            self._resolve(leaf, value, None)
 
     def _in_activity_failed(self, ev: ActivityFailed) -> None:
         leaf = self._leaf(ev.seq, ACTIVITY, ev)
@@ -1114,6 +1133,20 @@ _INPUTS: dict[type, Callable[[Interpreter, Any], None]] = {
     SignalReceived: Interpreter._in_signal,
     CancelRequested: Interpreter._in_cancel,
     WorkflowTerminated: Interpreter._in_terminated,
+}
+# How feed() files each event: a decision's head opens a batch, the decision's other events
+# join it, and inputs wait in the inbox for the decision that saw them.
+_HEAD: Final = 0
+_IN_BATCH: Final = 1
+_INPUT: Final = 2
+_FIRST: Final = 3  # WorkflowStarted
+_TERMINATE: Final = 4  # an input that closes the run as soon as it is fed
+_FEED: dict[type, int] = {
+    **{cls: _IN_BATCH for cls in DECISION_EVENTS},
+    **{cls: _INPUT for cls in _INPUTS},
+    WorkflowTaskCompleted: _HEAD,
+    WorkflowStarted: _FIRST,
+    WorkflowTerminated: _TERMINATE,
 }
 
 
