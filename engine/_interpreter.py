@@ -296,6 +296,8 @@ class Interpreter:
                         self._inconsistent("the history does not begin with WorkflowStarted")
                     inbox.append((index, ev))
                 elif kind == _HEAD:
+                    if not started:
+                        self._inconsistent("a decision comes before WorkflowStarted")
                     head, head_at = ev, index
                 elif kind == _FIRST:
                     if index != 0:
@@ -420,23 +422,34 @@ class Interpreter:
                 f"workflow {self._def.name!r}: another decision ({head.batch_id}) was appended "
                 f"instead of this interpreter's ({self._pending_own}); replay from scratch"
             )
-        if self._started is None:
-            self._inconsistent("a decision comes before WorkflowStarted")
-        if not self._seen <= head.seen <= head_at:
+        seen = head.seen
+        if not self._seen <= seen <= head_at:
             self._inconsistent(
-                f"decision {head.batch_id} claims to have seen {head.seen} events "
+                f"decision {head.batch_id} claims to have seen {seen} events "
                 f"(previous decision saw {self._seen})"
             )
         if self._closing is not None:
             self._inconsistent(f"decision {head.batch_id} comes after the run closed")
-        self._seen = head.seen
+        self._seen = seen
         self._now = head.time
         self._rec = batch
         self._rec_pos = 0
-        self._rec_cmds = head.commands
+        commands = self._rec_cmds = head.commands
         self._rec_cmd_pos = 0
-        self._run_decision(head.seen)
-        if self._rec_pos == len(batch) and self._rec_cmd_pos == len(head.commands):
+        # NB: _run_decision(seen) inline: this runs once per recorded decision
+        if self._gen is None:
+            self._start()
+        inbox = self._inbox
+        while inbox and inbox[0][0] < seen:
+            ev = inbox.popleft()[1]
+            if self._closing is not None:
+                continue  # late results for a closed run
+            _INPUTS[type(ev)](self, ev)
+            resume = self._resume
+            if resume is not None:
+                self._resume = None
+                self._drive(*resume)
+        if self._rec_pos == len(batch) and self._rec_cmd_pos == len(commands):
             return  # NB: the common case: everything recorded was yielded
         leftover: Any = self._next_recorded()
         if leftover is None and self._rec_cmd_pos < len(self._rec_cmds):
