@@ -53,6 +53,31 @@ def measure(run: Callable[[], Any], repeat: int) -> list[float]:
     return samples
 
 
+def timed(run: Callable[[], Any]) -> float:
+    """Seconds taken by one ``run()``, from a collected heap (as in ``measure``)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def alternate(sides: Sequence[Callable[[], float]], repeat: int) -> list[list[float]]:
+    """``repeat`` samples of each side, taken in turn: a, b, a, b, ... (after one warm-up each).
+
+    Each call of a side takes one sample (a rate, or seconds).  Two figures measured
+    this way share the machine of the same minutes, so their ratio holds on a machine
+    whose speed drifts (other load, a disk whose fsync rate moves), where figures
+    measured one after the other, minutes apart, would not.
+    """
+    for side in sides:
+        side()
+    out: list[list[float]] = [[] for _ in sides]
+    for _ in range(repeat):
+        for samples, side in zip(out, sides, strict=True):
+            samples.append(side())
+    return out
+
+
 def measure_with_setup(
     setup: Callable[[], Any], run: Callable[[Any], Any], repeat: int
 ) -> list[float]:

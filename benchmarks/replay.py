@@ -1,6 +1,7 @@
 """Replay throughput of the pure interpreter.
 
-``python -m benchmarks.replay [--quick] [--repeat N] [--results-dir DIR] [--profile]``
+``python -m benchmarks.replay [--quick] [--repeat N] [--results-dir DIR] [--profile]
+[--against REF]``
 
 The workflow runs activities one after the other, so its history is three
 events per activity (``WorkflowTaskCompleted``, ``ActivityScheduled``,
@@ -17,7 +18,10 @@ events per activity (``WorkflowTaskCompleted``, ``ActivityScheduled``,
 and, for reference, the machine's bare generator resume rate (yielding a
 fresh command object, and a prebuilt one) and msgspec's raw decode rate of
 the same history.  ``--profile`` prints where replay from scratch spends its
-time.
+time.  ``--against REF`` also replays with the interpreter of git revision REF
+(``engine/_interpreter.py`` as it was there, with today's other modules),
+alternating with today's, repetition by repetition, and reports the ratio: a
+before/after comparison that holds on a busy machine.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import re
+import statistics
+import subprocess
 import sys
+import types
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -100,8 +108,10 @@ def build_history(activities: int) -> list[Event]:
     return history
 
 
-def replay_from_scratch(events: list[Event], check_args: bool = True) -> None:
-    it = Interpreter(sequential, check_args=check_args)
+def replay_from_scratch(
+    events: list[Event], check_args: bool = True, interpreter: type[Interpreter] = Interpreter
+) -> None:
+    it = interpreter(sequential, check_args=check_args)
     it.feed(events)
     decision = it.decide(T0, "next")
     assert decision is not None
@@ -140,6 +150,54 @@ def bare_generator_rate(n: int, repeat: int, prebuilt: bool) -> list[float]:
     return [n / t for t in c.measure(run, repeat)]
 
 
+def interpreter_at(ref: str) -> type[Interpreter]:
+    """The ``Interpreter`` of ``engine/_interpreter.py`` at git revision ``ref``.
+
+    Only that module is taken from ``ref``; it imports today's other modules
+    (events, codecs, commands), so it replays the same event objects.
+    """
+    source = subprocess.run(
+        ["git", "show", f"{ref}:engine/_interpreter.py"],
+        cwd=c.ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    name = "engine._interpreter_at_" + re.sub(r"\W", "_", ref)
+    module = types.ModuleType(name)
+    module.__package__ = "engine"
+    module.__file__ = f"{ref}:engine/_interpreter.py"
+    sys.modules[name] = module  # for the dataclass and typing machinery that looks it up
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # this repository's own code
+    cls: type[Interpreter] = module.Interpreter
+    return cls
+
+
+def against(ref: str, events: list[Event], repeat: int) -> list[dict[str, Any]]:
+    """Replay from scratch with REF's interpreter and today's, alternating; and the ratio."""
+    old = interpreter_at(ref)
+    n = len(events)
+    today, before = c.alternate(
+        [
+            lambda: n / c.timed(lambda: replay_from_scratch(events)),
+            lambda: n / c.timed(lambda: replay_from_scratch(events, interpreter=old)),
+        ],
+        repeat,
+    )
+    ratios = [a / b for a, b in zip(today, before, strict=True)]
+    return [
+        c.summary("replay from scratch, this checkout (alternating)", "events/s", today, events=n),
+        c.summary(f"replay from scratch, interpreter of {ref}", "events/s", before, events=n),
+        c.summary(
+            f"this checkout / {ref}, per repetition",
+            "ratio",
+            ratios,
+            ref=ref,
+            median_over_median=statistics.median(today) / statistics.median(before),
+        ),
+    ]
+
+
 def profile(events: list[Event], top: int = 15) -> str:
     prof = cProfile.Profile()
     prof.enable()
@@ -161,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steps", type=int, help="new activities timed per incremental run")
     p.add_argument("--profile", action="store_true", help="print a cProfile of replay")
+    p.add_argument(
+        "--against",
+        metavar="REF",
+        help="also replay with the interpreter of git revision REF, alternating; the ratio",
+    )
     args = p.parse_args(argv)
     repeat = max(5, args.repeat)
     activities = args.activities or (200 if args.quick else 10_000)
@@ -173,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "incremental_lengths": lengths,
         "incremental_steps": steps,
         "events_per_activity": 3,
+        "against": args.against,
     }
 
     history = build_history(max(activities, *lengths))
@@ -271,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "reference: msgspec decode only, msgpack",
         c.measure(lambda: decode_history(as_msgpack, format="msgpack"), repeat),
     )
+
+    if args.against:
+        results.extend(against(args.against, events, repeat))
 
     rows = [
         [r["name"], c.fmt(r["median"]), c.fmt(r["min"]), c.fmt(r["max"]), r["unit"]]
