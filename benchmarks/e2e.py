@@ -87,6 +87,25 @@ def throughput(
     return samples, decisions
 
 
+def run_once(
+    open_store: Callable[[], stores.Store], n: int, k: int, cache_size: int = 1000
+) -> float:
+    """Seconds for one worker to run ``n`` x ``k`` activities on a fresh store: one repetition."""
+    opened: list[stores.Store] = []
+
+    def opener() -> stores.Store:
+        opened.append(open_store())
+        return opened[-1]
+
+    worker, client, ids = prepare(opener, n, k, cache_size)
+    try:
+        seconds = c.timed(worker.run_until_idle)
+        assert client.result(ids[-1]) == k * (k - 1) // 2
+        return seconds
+    finally:
+        opened[0].close()
+
+
 def idle_memory(open_store: Callable[[], stores.Store], n: int, cache_size: int) -> float:
     """Bytes of Python heap per open workflow waiting on a signal."""
     gc.collect()

@@ -1,9 +1,9 @@
 """The machine's own ceilings, and Temporal++'s figures as fractions of them.
 
-``python -m benchmarks.limits [--quick] [--repeat N] [--results-dir DIR] [--fresh]``
+``python -m benchmarks.limits [--quick] [--repeat N] [--results-dir DIR]``
 
 Ceilings, measured here in a temporary directory (the file system the other
-parts' stores use), each the median of ``--repeat`` repetitions:
+parts' stores use):
 
 * ``fdatasync``'d appends: one 200-byte ``write`` to a file opened with
   ``O_APPEND``, then ``fdatasync`` (what ``FileStore`` does), appends/s; the same
@@ -17,13 +17,16 @@ parts' stores use), each the median of ``--repeat`` repetitions:
   the replay part's sequential-activity history, JSON and msgpack), events/s;
 * bare generator resumes/s (yielding a fresh command each time).
 
-Then each Temporal++ figure over the ceiling that bounds it.  A figure comes
-from another part's results in the results directory when they belong with
-this run (within ``python -m benchmarks``: written by the same suite run;
-alone: by this commit; either way with the same ``--quick`` setting), else it
-is measured here with that part's own functions, at smaller sizes; ``--fresh``
-always measures here.  Every row says
-where its figure came from.
+Then each Temporal++ figure over the ceiling that bounds it.  A figure and its
+ceiling are measured in turn, repetition by repetition (ceiling, figure,
+ceiling, figure, ...: ``SERIES``), and the fraction is the median of the one
+over the median of the other, so both come from the same minutes: on a machine
+whose speed drifts (other load, a disk whose fsync rate moves tenfold within
+the hour) a ceiling measured apart from its figure would say little.  Its min
+and max are those of the per-repetition fractions.  A ceiling that bounds
+several figures is measured with each; the ceilings table pools all its
+samples.  The ceilings that bound no figure are measured on their own first.
+``--repeat`` sets the repetitions of each (at least 5).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import stores
@@ -51,6 +56,8 @@ SQLITE_LEVELS = ("FULL", "NORMAL", "OFF")
 EVENTS_PER_ACTIVITY = 3  # the replay part's history: decision, scheduled, completed
 GROUPS = (10, 100)
 
+Sampler = Callable[[], float]  # one repetition: a rate
+
 
 # -- ceilings -------------------------------------------------------------------------------
 
@@ -59,54 +66,66 @@ def _tempdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="tpp-bench-limits-")
 
 
+def file_append_rate(calls: int, per_call: int, sync: Callable[[int], None]) -> float:
+    """Records/s of ``calls`` writes of ``per_call`` records, each followed by ``sync``."""
+    chunk = RECORD * per_call
+    with _tempdir() as tmp:
+        fd = os.open(pathlib.Path(tmp) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            sync(fd)  # the file exists on disk before the clock starts
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                os.write(fd, chunk)
+                sync(fd)
+            elapsed = time.perf_counter() - t0
+        finally:
+            os.close(fd)
+    return calls * per_call / elapsed
+
+
 def file_appends(
     calls: int, per_call: int, sync: Callable[[int], None], repeat: int
 ) -> list[float]:
-    """Records/s of ``calls`` writes of ``per_call`` records, each write followed by ``sync``."""
-    chunk = RECORD * per_call
-    out = []
-    for rep in range(repeat + 1):  # the first is a warm-up
-        with _tempdir() as tmp:
-            fd = os.open(pathlib.Path(tmp) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                sync(fd)  # the file exists on disk before the clock starts
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    os.write(fd, chunk)
-                    sync(fd)
-                elapsed = time.perf_counter() - t0
-            finally:
-                os.close(fd)
-        if rep:
-            out.append(calls * per_call / elapsed)
-    return out
+    """:func:`file_append_rate`, ``repeat`` times after a warm-up."""
+    return _repeated(lambda: file_append_rate(calls, per_call, sync), repeat)
+
+
+def sqlite_commit_rate(commits: int, rows: int, synchronous: str, journal: str = "WAL") -> float:
+    """Rows/s of ``commits`` transactions of ``rows`` 200-byte rows each, in a fresh database."""
+    params = [(RECORD,)] * rows
+    with _tempdir() as tmp:
+        conn = sqlite3.connect(pathlib.Path(tmp) / "t.db", isolation_level=None)
+        try:
+            mode = conn.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
+            assert mode.upper() == journal, mode
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+            t0 = time.perf_counter()
+            for _ in range(commits):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO t (body) VALUES (?)", params)
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+    return commits * rows / elapsed
 
 
 def sqlite_commits(
     commits: int, rows: int, synchronous: str, repeat: int, journal: str = "WAL"
 ) -> list[float]:
-    """Rows/s of ``commits`` transactions of ``rows`` 200-byte rows each."""
-    params = [(RECORD,)] * rows
-    out = []
-    for rep in range(repeat + 1):
-        with _tempdir() as tmp:
-            conn = sqlite3.connect(pathlib.Path(tmp) / "t.db", isolation_level=None)
-            try:
-                mode = conn.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
-                assert mode.upper() == journal, mode
-                conn.execute(f"PRAGMA synchronous={synchronous}")
-                conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-                t0 = time.perf_counter()
-                for _ in range(commits):
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.executemany("INSERT INTO t (body) VALUES (?)", params)
-                    conn.execute("COMMIT")
-                elapsed = time.perf_counter() - t0
-            finally:
-                conn.close()
-        if rep:
-            out.append(commits * rows / elapsed)
-    return out
+    """:func:`sqlite_commit_rate`, ``repeat`` times after a warm-up."""
+    return _repeated(lambda: sqlite_commit_rate(commits, rows, synchronous, journal), repeat)
+
+
+def _repeated(sample: Sampler, repeat: int) -> list[float]:
+    sample()  # a warm-up
+    return [sample() for _ in range(repeat)]
+
+
+def _e2e_rate(open_store: Callable[[], stores.Store], n: int, k: int) -> float:
+    """Activities/s of one worker running ``n`` x ``k`` activities on a fresh store."""
+    return n * k / e2e.run_once(open_store, n, k)
 
 
 def _fsync_name() -> str:
@@ -132,316 +151,289 @@ FULL_SIZES = Sizes(1000, 200, 1000, 10_000, 500, (500, 10), 1000)
 QUICK_SIZES = Sizes(20, 5, 20, 200, 20, (10, 3), 20)
 
 
-def ceilings(sizes: Sizes, repeat: int, advance: Callable[[], None]) -> dict[str, dict[str, Any]]:
-    """Every ceiling row, by a short key."""
+@dataclass(frozen=True)
+class Measure:
+    """A ceiling or a figure: its row name, unit, and how to take one repetition of it."""
+
+    name: str
+    unit: str
+    sample: Sampler
+    ceiling: bool  # a machine ceiling (else a Temporal++ figure)
+
+
+def measures(sizes: Sizes) -> dict[str, Measure]:
+    """Every ceiling and figure, by a short key."""
     sync = _fsync_name()
-    out: dict[str, dict[str, Any]] = {}
-
-    def add(key: str, name: str, unit: str, values: list[float], **extra: Any) -> None:
-        out[key] = c.summary(f"ceiling: {name}", unit, values, **extra)
-        advance()
-
-    add(
-        "fdatasync",
-        f"{sync}'d 200 B appends",
-        "appends/s",
-        file_appends(sizes.appends, 1, _fdatasync, repeat),
-        records_per_sync=1,
-    )
-    add(
-        "fsync",
-        "fsync'd 200 B appends",
-        "appends/s",
-        file_appends(sizes.appends, 1, os.fsync, repeat),
-        records_per_sync=1,
-    )
-    for group in GROUPS:
-        add(
-            f"fdatasync x{group}",
-            f"200 B records, {group} per {sync}",
-            "records/s",
-            file_appends(sizes.group_calls, group, _fdatasync, repeat),
-            records_per_sync=group,
-        )
-    for level in SQLITE_LEVELS:
-        add(
-            f"sqlite {level}",
-            f"SQLite WAL commits, {level}",
-            "commits/s",
-            sqlite_commits(sizes.commits, 1, level, repeat),
-            rows_per_commit=1,
-        )
-    for group in GROUPS:
-        add(
-            f"sqlite FULL x{group}",
-            f"SQLite WAL FULL, {group} rows per commit",
-            "rows/s",
-            sqlite_commits(sizes.group_calls, group, "FULL", repeat),
-            rows_per_commit=group,
-        )
-    add(
-        "sqlite DELETE FULL",
-        "SQLite rollback-journal commits, FULL",
-        "commits/s",
-        sqlite_commits(sizes.commits, 1, "FULL", repeat, journal="DELETE"),
-        rows_per_commit=1,
-    )
     history = replay.build_history(sizes.history_activities)
     n = len(history)
     as_json = encode_history(history)
     as_msgpack = encode_history(history, format="msgpack")
-    add(
-        "decode json",
-        "msgspec decode, JSON",
-        "events/s",
-        [n / t for t in c.measure(lambda: decode_history(as_json), repeat)],
-        events=n,
+    resumes = 20 * n
+    run_generator = replay.bare_generator(resumes, prebuilt=False)
+    found: dict[str, Measure] = {}
+
+    def ceiling(key: str, name: str, unit: str, sample: Sampler) -> None:
+        found[key] = Measure(f"ceiling: {name}", unit, sample, ceiling=True)
+
+    def figure(key: str, name: str, unit: str, sample: Sampler) -> None:
+        found[key] = Measure(f"figure: {name}", unit, sample, ceiling=False)
+
+    def rate(count: int, run: Callable[[], object]) -> Sampler:
+        return lambda: count / c.timed(run)
+
+    ceiling(
+        "fdatasync",
+        f"{sync}'d 200 B appends",
+        "appends/s",
+        lambda: file_append_rate(sizes.appends, 1, _fdatasync),
     )
-    add(
+    ceiling(
+        "fsync",
+        "fsync'd 200 B appends",
+        "appends/s",
+        lambda: file_append_rate(sizes.appends, 1, os.fsync),
+    )
+    for group in GROUPS:
+        ceiling(
+            f"fdatasync x{group}",
+            f"200 B records, {group} per {sync}",
+            "records/s",
+            partial(file_append_rate, sizes.group_calls, group, _fdatasync),
+        )
+    for level in SQLITE_LEVELS:
+        ceiling(
+            f"sqlite {level}",
+            f"SQLite WAL commits, {level}",
+            "commits/s",
+            partial(sqlite_commit_rate, sizes.commits, 1, level),
+        )
+    for group in GROUPS:
+        ceiling(
+            f"sqlite FULL x{group}",
+            f"SQLite WAL FULL, {group} rows per commit",
+            "rows/s",
+            partial(sqlite_commit_rate, sizes.group_calls, group, "FULL"),
+        )
+    ceiling(
+        "sqlite DELETE FULL",
+        "SQLite rollback-journal commits, FULL",
+        "commits/s",
+        lambda: sqlite_commit_rate(sizes.commits, 1, "FULL", journal="DELETE"),
+    )
+    ceiling(
+        "decode json", "msgspec decode, JSON", "events/s", rate(n, lambda: decode_history(as_json))
+    )
+    ceiling(
         "decode msgpack",
         "msgspec decode, msgpack",
         "events/s",
-        [n / t for t in c.measure(lambda: decode_history(as_msgpack, format="msgpack"), repeat)],
-        events=n,
+        rate(n, lambda: decode_history(as_msgpack, format="msgpack")),
     )
-    add(
-        "resumes",
-        "bare generator resumes",
-        "resumes/s",
-        replay.bare_generator_rate(20 * n, repeat, prebuilt=False),
+    ceiling("resumes", "bare generator resumes", "resumes/s", rate(resumes, run_generator))
+
+    figure(
+        "replay",
+        "replay from scratch (decoded events)",
+        "events/s",
+        rate(n, lambda: replay.replay_from_scratch(history)),
     )
-    return out
-
-
-# -- Temporal++ figures ---------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    name: str
-    unit: str
-    median: float
-    low: float
-    high: float
-    source: str
-    samples: list[float] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "name": f"figure: {self.name}",
-            "unit": self.unit,
-            "median": self.median,
-            "min": self.low,
-            "max": self.high,
-            "repetitions": len(self.samples),
-            "samples": self.samples,
-            "source": self.source,
-        }
-
-
-def _from_row(name: str, row: dict[str, Any], source: str, scale: float = 1.0) -> Figure:
-    return Figure(
-        name,
-        row["unit"],
-        row["median"] * scale,
-        row["min"] * scale,
-        row["max"] * scale,
-        source,
-        [v * scale for v in row["samples"]],
+    figure(
+        "replay json",
+        "decode JSON + replay",
+        "events/s",
+        rate(n, lambda: replay.replay_from_scratch(decode_history(as_json))),
     )
-
-
-def _from_times(name: str, unit: str, rates: list[float], source: str) -> Figure:
-    return Figure(name, unit, statistics.median(rates), min(rates), max(rates), source, rates)
-
-
-def _per_second(name: str, row: dict[str, Any], source: str) -> Figure:
-    """A us/activity row as activities/s (its min becomes the max)."""
-    rates = [1e6 / v for v in row["samples"]]
-    return _from_times(name, "activities/s", rates, source)
-
-
-class Figures:
-    """Temporal++'s figures: from this run's JSON results when they fit, else measured here."""
-
-    def __init__(
-        self, directory: pathlib.Path, sizes: Sizes, repeat: int, quick: bool, fresh: bool
-    ) -> None:
-        self.directory, self.sizes, self.repeat = directory, sizes, repeat
-        self.quick, self.fresh = quick, fresh
-        self._history: list[Any] | None = None
-
-    def _doc(self, part: str, **params: Any) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
-        """(rows by name, where they came from, parameters) of a fitting result, or None."""
-        if self.fresh:
-            return None
-        if part.startswith("e2e-"):  # e2e-<store>-latest.json holds only its last level
-            doc = c.e2e_runs(self.directory, self.quick).get(
-                (part.removeprefix("e2e-"), params.get("durability", ""))
-            )
-        else:
-            doc = c.latest(part, self.directory)
-        if doc is None or not c.this_run(doc, self.quick):
-            return None
-        rows = {r["name"]: r for r in doc["results"] if "median" in r}
-        return rows, f"{doc['benchmark']} results of {doc['timestamp'][:19]}Z", doc["parameters"]
-
-    def history(self) -> list[Any]:
-        if self._history is None:
-            self._history = replay.build_history(self.sizes.history_activities)
-        return self._history
-
-    def replay(self) -> list[Figure]:
-        found = self._doc("replay")
-        names = {
-            "scratch": "replay from scratch (decoded events)",
-            "json": "decode JSON + replay",
-            "msgpack": "decode msgpack + replay",
-        }
-        if found is not None and all(n in found[0] for n in names.values()):
-            rows, source, _ = found
-            return [_from_row(name, rows[name], source) for name in names.values()]
-        events = self.history()
-        n = len(events)
-        as_json = encode_history(events)
-        as_msgpack = encode_history(events, format="msgpack")
-        runs: dict[str, Callable[[], None]] = {
-            "scratch": lambda: replay.replay_from_scratch(events),
-            "json": lambda: replay.replay_from_scratch(decode_history(as_json)),
-            "msgpack": lambda: replay.replay_from_scratch(
-                decode_history(as_msgpack, format="msgpack")
-            ),
-        }
-        return [
-            _from_times(
-                names[key],
-                "events/s",
-                [n / t for t in c.measure(run, self.repeat)],
-                f"measured here ({n:,} events)",
-            )
-            for key, run in runs.items()
-        ]
-
-    def store_appends(self, label: str) -> Figure:
-        name = f"{label}: single appends"
-        found = self._doc("stores")
-        if found is not None and name in found[0]:
-            return _from_row(name, found[0][name], found[1])
-        opener = dict(store_bench.backends())[label]
-        single = store_bench.single_appends(opener, self.sizes.store_appends, self.repeat)
-        rates = [s[2] for s in single]
-        return _from_times(
-            name, "appends/s", rates, f"measured here ({self.sizes.store_appends} appends)"
+    figure(
+        "replay msgpack",
+        "decode msgpack + replay",
+        "events/s",
+        rate(n, lambda: replay.replay_from_scratch(decode_history(as_msgpack, format="msgpack"))),
+    )
+    openers = dict(store_bench.backends())
+    for store in ("sqlite", "file"):
+        if f"{store} fsync" not in openers:  # the file store may not have landed
+            continue
+        figure(
+            f"{store} appends",
+            f"{store} fsync: single appends",
+            "appends/s",
+            partial(store_bench.single_append_rate, openers[f"{store} fsync"], sizes.store_appends),
         )
-
-    def e2e(self, store: str) -> tuple[Figure, Figure]:
-        """(the wide workload, one long workflow) end to end on ``store`` (durability fsync)."""
-        n, k = self.sizes.e2e_wide
-        long_k = self.sizes.e2e_long
+    wide_n, wide_k = sizes.e2e_wide
+    long_k = sizes.e2e_long
+    for store in ("memory", "sqlite", "file"):
         label = "memory" if store == "memory" else f"{store} fsync"
-        wide_name = f"e2e {label}: {n}x{k} activities"
-        long_name = f"e2e {label}: 1x{long_k} activities"
-        params: dict[str, Any] = {} if store == "memory" else {"durability": "fsync"}
-        found = self._doc(f"e2e-{store}", **params)
-        if found is not None:  # its first workload and its long workflow, at its sizes
-            rows, source, doc_params = found
-            (n_, k_), long_ = doc_params["workloads"][0], doc_params["long"]
-            wide = rows.get(f"{n_}x{k_} activities")
-            long = rows.get(f"1x{long_} live cache")
-            if wide is not None and long is not None:
-                return (
-                    _from_row(f"e2e {label}: {n_}x{k_} activities", wide, source),
-                    _per_second(f"e2e {label}: 1x{long_} activities", long, source),
-                )
         new_url = e2e.fresh_urls(store, "fsync")
 
-        def open_store() -> stores.Store:
+        def open_store(new_url: Callable[[], str] = new_url) -> stores.Store:
             return stores.open(new_url())
 
-        wide_s, _ = e2e.throughput(open_store, n, k, self.repeat)
-        long_s, _ = e2e.throughput(open_store, 1, long_k, self.repeat)
-        return (
-            _from_times(wide_name, "activities/s", [n * k / s for s in wide_s], "measured here"),
-            _from_times(long_name, "activities/s", [long_k / s for s in long_s], "measured here"),
+        figure(
+            f"{store} wide",
+            f"e2e {label}: {wide_n}x{wide_k} activities",
+            "activities/s",
+            partial(_e2e_rate, open_store, wide_n, wide_k),
         )
+        figure(
+            f"{store} long",
+            f"e2e {label}: 1x{long_k} activities",
+            "activities/s",
+            partial(_e2e_rate, open_store, 1, long_k),
+        )
+    return found
 
 
-# -- fractions ------------------------------------------------------------------------------
+# -- series: a ceiling and the figures it bounds, in turn ------------------------------------
 
 
-def fraction(figure: Figure, ceiling: dict[str, Any], scale: float, note: str) -> dict[str, Any]:
-    """``figure * scale`` over ``ceiling``: median over median, min and max over the extremes."""
-    return {
-        "name": f"fraction: {figure.name} / {ceiling['name'].removeprefix('ceiling: ')}",
-        "unit": "fraction",
-        "median": figure.median * scale / ceiling["median"],
-        "min": figure.low * scale / ceiling["max"],
-        "max": figure.high * scale / ceiling["min"],
-        "figure": figure.name,
-        "figure_unit": figure.unit,
-        "figure_median": figure.median,
-        "figure_source": figure.source,
-        "scale": scale,
-        "ceiling": ceiling["name"],
-        "ceiling_median": ceiling["median"],
-        "note": note,
-    }
+@dataclass(frozen=True)
+class Fraction:
+    figure: str  # a measure's key
+    over: str  # the key of the ceiling (or of a figure taken as one) it is a fraction of
+    scale: float
+    note: str
 
 
-def fractions(
-    ceil: dict[str, dict[str, Any]], figures: Figures
-) -> tuple[list[Figure], list[dict[str, Any]]]:
-    """The figures used, and one fraction row per (figure, the ceiling that bounds it)."""
-    scratch, json_replay, msgpack_replay = figures.replay()
-    sqlite_appends = figures.store_appends("sqlite fsync")
-    file_appends = figures.store_appends("file fsync")
-    mem_wide, mem_long = figures.e2e("memory")
-    sqlite_wide, sqlite_long = figures.e2e("sqlite")
-    file_wide, file_long = figures.e2e("file")
-    group = "above 1: the worker group-commits many runs' batches per"
-    kept = "the share of in-memory speed kept with fsync"
-    out = [
-        fraction(
-            scratch,
-            ceil["resumes"],
-            1 / EVENTS_PER_ACTIVITY,
-            "per activity: 3 events and one generator resume",
+@dataclass(frozen=True)
+class Series:
+    """Measures taken in turn, repetition by repetition, and the fractions among them."""
+
+    keys: tuple[str, ...]
+    fractions: tuple[Fraction, ...]
+
+
+_GROUP = "above 1: the worker group-commits many runs' batches per"
+_KEPT = "the share of in-memory speed kept with fsync"
+SERIES: tuple[Series, ...] = (
+    Series(
+        ("resumes", "replay"),
+        (
+            Fraction(
+                "replay",
+                "resumes",
+                1 / EVENTS_PER_ACTIVITY,
+                "per activity: 3 events and one generator resume",
+            ),
         ),
-        fraction(json_replay, ceil["decode json"], 1, "the decoding is part of the work"),
-        fraction(msgpack_replay, ceil["decode msgpack"], 1, "the decoding is part of the work"),
-        fraction(sqlite_appends, ceil["sqlite FULL"], 1, "one append is one WAL commit"),
-        fraction(file_appends, ceil["fdatasync"], 1, "one append is one fdatasync of its log"),
-        fraction(mem_wide, ceil["resumes"], 1, "CPU-bound; a resume is a small part"),
-        fraction(sqlite_long, ceil["sqlite FULL"], 1, "one workflow: a WAL commit per activity"),
-        fraction(sqlite_wide, ceil["sqlite FULL"], 1, f"{group} WAL commit"),
-        fraction(sqlite_wide, _as_ceiling(mem_wide), 1, kept),
-        fraction(file_long, ceil["fdatasync"], 1, "one workflow: an fdatasync per activity"),
-        fraction(file_wide, ceil["fdatasync"], 1, "each run's log is synced on its own"),
-        fraction(file_wide, _as_ceiling(mem_wide), 1, kept),
-    ]
-    used = [
-        scratch,
-        json_replay,
-        msgpack_replay,
-        sqlite_appends,
-        file_appends,
-        mem_wide,
-        mem_long,
-        sqlite_wide,
-        sqlite_long,
-        file_wide,
-        file_long,
-    ]
-    return used, out
+    ),
+    Series(
+        ("decode json", "replay json"),
+        (Fraction("replay json", "decode json", 1, "the decoding is part of the work"),),
+    ),
+    Series(
+        ("decode msgpack", "replay msgpack"),
+        (Fraction("replay msgpack", "decode msgpack", 1, "the decoding is part of the work"),),
+    ),
+    Series(
+        ("sqlite FULL", "sqlite appends"),
+        (Fraction("sqlite appends", "sqlite FULL", 1, "one append is one WAL commit"),),
+    ),
+    Series(
+        ("fdatasync", "file appends"),
+        (Fraction("file appends", "fdatasync", 1, "one append is one fdatasync of its log"),),
+    ),
+    Series(
+        ("resumes", "memory wide"),
+        (Fraction("memory wide", "resumes", 1, "CPU-bound; a resume is a small part"),),
+    ),
+    Series(
+        ("sqlite FULL", "sqlite long"),
+        (Fraction("sqlite long", "sqlite FULL", 1, "one workflow: a WAL commit per activity"),),
+    ),
+    Series(
+        ("sqlite FULL", "sqlite wide", "memory wide"),
+        (
+            Fraction("sqlite wide", "sqlite FULL", 1, f"{_GROUP} WAL commit"),
+            Fraction("sqlite wide", "memory wide", 1, _KEPT),
+        ),
+    ),
+    Series(
+        ("fdatasync", "file long"),
+        (Fraction("file long", "fdatasync", 1, "one workflow: an fdatasync per activity"),),
+    ),
+    Series(
+        ("fdatasync", "file wide", "memory wide"),
+        (
+            Fraction("file wide", "fdatasync", 1, "each run's log is synced on its own"),
+            Fraction("file wide", "memory wide", 1, _KEPT),
+        ),
+    ),
+)
 
 
-def _as_ceiling(figure: Figure) -> dict[str, Any]:
+def _now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+def fraction(
+    figure: Measure,
+    over: Measure,
+    figure_samples: list[float],
+    over_samples: list[float],
+    spec: Fraction,
+    window: str,
+) -> dict[str, Any]:
+    """``figure * scale`` over ``over``, from samples taken in turn.
+
+    The median is the median of the figure over the median of the ceiling (the two
+    from the same minutes); min and max are those of the per-repetition fractions.
+    """
+    scale = spec.scale
+    per_rep = [f * scale / o for f, o in zip(figure_samples, over_samples, strict=True)]
+    figure_name = figure.name.removeprefix("figure: ")
+    over_name = over.name.removeprefix("ceiling: ").removeprefix("figure: ")
     return {
-        "name": f"ceiling: {figure.name}",
-        "median": figure.median,
-        "min": figure.low,
-        "max": figure.high,
+        "name": f"fraction: {figure_name} / {over_name}",
+        "unit": "fraction",
+        "median": statistics.median(figure_samples) * scale / statistics.median(over_samples),
+        "min": min(per_rep),
+        "max": max(per_rep),
+        "paired_median": statistics.median(per_rep),
+        "repetitions": len(per_rep),
+        "samples": per_rep,
+        "figure": figure_name,
+        "figure_unit": figure.unit,
+        "figure_median": statistics.median(figure_samples),
+        "figure_source": f"measured here, in turn with its ceiling, {window}",
+        "scale": scale,
+        "ceiling": f"ceiling: {over_name}",
+        "ceiling_unit": over.unit,
+        "ceiling_median": statistics.median(over_samples),
+        "window": window,
+        "note": spec.note,
     }
+
+
+def run_series(
+    found: dict[str, Measure], repeat: int, advance: Callable[[], None]
+) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Every series, in turn within each; (the samples of every measure, pooled; fractions)."""
+    pooled: dict[str, list[float]] = {}
+    fracs: list[dict[str, Any]] = []
+    for series in SERIES:
+        keys = [k for k in series.keys if k in found]
+        if len(keys) < 2:
+            advance()
+            continue
+        start = _now()
+        samples = dict(zip(keys, c.alternate([found[k].sample for k in keys], repeat), strict=True))
+        window = f"{start}-{_now()} UTC"
+        for key, values in samples.items():
+            pooled.setdefault(key, []).extend(values)
+        for spec in series.fractions:
+            if spec.figure in samples and spec.over in samples:
+                fracs.append(
+                    fraction(
+                        found[spec.figure],
+                        found[spec.over],
+                        samples[spec.figure],
+                        samples[spec.over],
+                        spec,
+                        window,
+                    )
+                )
+        advance()
+    return pooled, fracs
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -450,40 +442,61 @@ def _as_ceiling(figure: Figure) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = c.parser("The machine's ceilings, and Temporal++'s figures as fractions of them.")
     p.add_argument(
-        "--fresh", action="store_true", help="measure every Temporal++ figure here, ignoring JSON"
+        "--fresh",
+        action="store_true",
+        help="accepted for old scripts: every figure is always measured here, next to its ceiling",
     )
     args = p.parse_args(argv)
     repeat = max(5, args.repeat)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    count = 6 + 2 * len(GROUPS) + len(SQLITE_LEVELS)  # the ceilings measured below
-    with c.progress("limits: ceilings", count) as advance:
-        ceil = ceilings(sizes, repeat, advance)
-    ceiling_rows = [
-        [r["name"].removeprefix("ceiling: "), c.fmt(r["median"]), c.fmt(r["min"]), r["unit"]]
-        for r in ceil.values()
-    ]
+    found = measures(sizes)
+    in_series = {k for s in SERIES for k in s.keys}
+    alone = [k for k, m in found.items() if m.ceiling and k not in in_series]
+    samples: dict[str, list[float]] = {}
+    with c.progress("limits", len(alone) + len(SERIES)) as advance:
+        for key in alone:
+            samples[key] = _repeated(found[key].sample, repeat)
+            advance()
+        pooled, fracs = run_series(found, repeat, advance)
+    samples.update(pooled)
+    rows = {
+        key: c.summary(found[key].name, found[key].unit, samples[key])
+        for key in found  # in the order measures() lists them
+        if key in samples
+    }
+    ceilings = [r for r in rows.values() if r["name"].startswith("ceiling: ")]
+    figures = [r for r in rows.values() if r["name"].startswith("figure: ")]
     print(
         c.table(
-            f"The machine's ceilings (median of {repeat}; a temporary directory)",
+            f"The machine's ceilings (median of {repeat} or more; a temporary directory)",
             ["ceiling", "median", "min", "unit"],
-            ceiling_rows,
+            [
+                [
+                    r["name"].removeprefix("ceiling: "),
+                    c.fmt(r["median"]),
+                    c.fmt(r["min"]),
+                    r["unit"],
+                ]
+                for r in ceilings
+            ],
         )
     )
-    figures = Figures(args.results_dir, sizes, repeat, args.quick, args.fresh)
-    used, fracs = fractions(ceil, figures)
     print()
     print(
         c.table(
-            "Temporal++ figures as fractions of the ceiling that bounds them",
-            ["figure", "median", "unit", "ceiling", "fraction", "source"],
+            "Temporal++ figures as fractions of the ceiling that bounds them "
+            "(each measured in turn with its ceiling)",
+            ["figure", "median", "unit", "ceiling", "its median", "fraction", "min..max", "when"],
             [
                 [
                     f["figure"],
                     c.fmt(f["figure_median"]),
                     f["figure_unit"] if f["scale"] == 1 else f"{f['figure_unit']} / 3",
                     f["ceiling"].removeprefix("ceiling: "),
+                    c.fmt(f["ceiling_median"]),
                     c.fmt(f["median"]),
-                    f["figure_source"],
+                    f"{c.fmt(f['min'])}..{c.fmt(f['max'])}",
+                    f["window"],
                 ]
                 for f in fracs
             ],
@@ -492,18 +505,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = {
         "quick": args.quick,
         "repeat": repeat,
-        "fresh": args.fresh,
+        "interleaved": True,
         "record_bytes": len(RECORD),
         "sizes": sizes.__dict__,
         "sync": _fsync_name(),
         "tempdir": tempfile.gettempdir(),
     }
-    results = [*ceil.values(), *(f.row() for f in used), *fracs]
+    for r in figures:
+        r["source"] = "measured here, in turn with its ceiling"
+    results = [*ceilings, *figures, *fracs]
     path = c.write_results("limits", params, results, args.results_dir)
     _plots.ratios(
         args.results_dir,
         "limits-fractions",
-        "Temporal++ figures over the machine's ceilings (log scale)",
+        "Temporal++ figures over the machine's ceilings, each measured in turn with its "
+        "ceiling (log scale)",
         [
             (f"{f['figure']}\n / {f['ceiling'].removeprefix('ceiling: ')}", f["median"], "")
             for f in fracs

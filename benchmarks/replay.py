@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import types
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -128,6 +128,17 @@ def live_steps(it: Interpreter, first_seq: int, steps: int) -> None:
 
 
 def bare_generator_rate(n: int, repeat: int, prebuilt: bool) -> list[float]:
+    """Resumes/s of a bare generator, ``repeat`` times (after a warm-up)."""
+    run = bare_generator(n, prebuilt)
+    return [n / t for t in c.measure(run, repeat)]
+
+
+def bare_generator(n: int, prebuilt: bool) -> Callable[[], None]:
+    """A function that resumes a bare generator ``n`` times.
+
+    Each resume yields a new command (as workflow code does), or with ``prebuilt`` the same one.
+    """
+
     def fresh() -> Generator[Any, Any, None]:
         for i in range(n):
             yield ScheduleActivity(step, i)
@@ -147,7 +158,7 @@ def bare_generator_rate(n: int, repeat: int, prebuilt: bool) -> list[float]:
         except StopIteration:
             pass
 
-    return [n / t for t in c.measure(run, repeat)]
+    return run
 
 
 def interpreter_at(ref: str) -> type[Interpreter]:

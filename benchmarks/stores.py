@@ -102,23 +102,33 @@ def single_appends(
     """
     out = []
     for rep in range(repeat + 1):  # the first is a warm-up
-        with fresh(open_store) as store:
-            s = started("single")
-            store.create(s)
-            latencies = []
-            t_start = time.perf_counter()
-            for i in range(n):
-                t0 = time.perf_counter()
-                [result] = store.append([batch(s, signal(i))])
-                latencies.append(time.perf_counter() - t0)
-                assert result.ok, result.error
-            total = time.perf_counter() - t_start
+        latencies, total = _single_appends(open_store, n)
         if rep:
             if sink is not None:
                 sink.extend(latencies)
             p95 = statistics.quantiles(latencies, n=20, method="inclusive")[-1]
             out.append((statistics.median(latencies), p95, n / total))
     return out
+
+
+def _single_appends(open_store: Opener, n: int) -> tuple[list[float], float]:
+    """The latency of each of ``n`` appends to a fresh store, and the seconds of all."""
+    with fresh(open_store) as store:
+        s = started("single")
+        store.create(s)
+        latencies = []
+        t_start = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            [result] = store.append([batch(s, signal(i))])
+            latencies.append(time.perf_counter() - t0)
+            assert result.ok, result.error
+        return latencies, time.perf_counter() - t_start
+
+
+def single_append_rate(open_store: Opener, n: int) -> float:
+    """Appends/s of ``n`` single appends to a fresh store: one repetition."""
+    return n / _single_appends(open_store, n)[1]
 
 
 def group_commits(open_store: Opener, calls: int, repeat: int) -> list[float]:

@@ -47,7 +47,8 @@ def test_limits_quick(tmp_path: pathlib.Path) -> None:
     for r in [*ceilings, *figures]:
         assert r["repetitions"] == len(r["samples"]) >= 5
         assert 0 < r["min"] <= r["median"] <= r["max"]
-    # an empty results directory: every Temporal++ figure was measured here
+    # every Temporal++ figure is measured here, in turn with its ceiling
+    assert doc["parameters"]["interleaved"] is True
     assert all(r["source"].startswith("measured here") for r in figures)
     figure_names = {r["name"].removeprefix("figure: ") for r in figures}
     ceiling_names = {r["name"] for r in ceilings} | {f"ceiling: {n}" for n in figure_names}
@@ -55,35 +56,52 @@ def test_limits_quick(tmp_path: pathlib.Path) -> None:
     for f in fractions:
         assert f["unit"] == "fraction" and 0 < f["min"] <= f["median"] <= f["max"]
         assert f["figure"] in figure_names and f["ceiling"] in ceiling_names
-        assert f["note"]
+        assert f["note"] and f["window"].endswith("UTC")
+        assert f["repetitions"] == len(f["samples"]) >= 5
+        assert f["figure_median"] > 0 and f["ceiling_median"] > 0
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "limits-fractions.png").stat().st_size > 0
 
 
-def test_limits_reads_figures_from_this_run(tmp_path: pathlib.Path) -> None:
-    """After the replay part ran into the same directory, its figures are used, not re-measured."""
+def test_alternate_takes_turns() -> None:
+    """Measures taken together alternate, repetition by repetition, after a warm-up each."""
     from benchmarks import _common as c
+
+    order: list[str] = []
+
+    def side(name: str, value: float) -> Any:
+        return lambda: order.append(name) or value
+
+    got = c.alternate([side("ceiling", 2.0), side("figure", 1.0)], 3)
+    assert order == ["ceiling", "figure"] * 4  # the first round is the warm-up
+    assert got == [[2.0] * 3, [1.0] * 3]
+
+
+def test_a_fraction_is_of_samples_taken_in_turn() -> None:
     from benchmarks import limits
 
-    replay_rows = [
-        c.summary(name, "events/s", [1e6, 2e6, 3e6, 4e6, 5e6])
-        for name in (
-            "replay from scratch (decoded events)",
-            "decode JSON + replay",
-            "decode msgpack + replay",
-        )
-    ]
-    c.write_results("replay", {"quick": True}, replay_rows, tmp_path)
-    figures = limits.Figures(tmp_path, limits.QUICK_SIZES, 5, quick=True, fresh=False)
-    got = figures.replay()
-    assert [f.median for f in got] == [3e6] * 3
-    assert all(f.source.startswith("replay results of") for f in got)
-    # a full run's results do not stand in for a quick run's, nor with --fresh
-    c.write_results("replay", {"quick": False}, replay_rows, tmp_path)
-    assert figures._doc("replay") is None  # not this run's setting
-    c.write_results("replay", {"quick": True}, replay_rows, tmp_path)
-    fresh = limits.Figures(tmp_path, limits.QUICK_SIZES, 5, quick=True, fresh=True)
-    assert fresh._doc("replay") is None
+    figure = limits.Measure("figure: f", "events/s", lambda: 0.0, ceiling=False)
+    ceiling = limits.Measure("ceiling: c", "resumes/s", lambda: 0.0, ceiling=True)
+    spec = limits.Fraction("f", "c", 0.5, "a note")
+    row = limits.fraction(figure, ceiling, [4.0, 8.0, 6.0], [2.0, 2.0, 4.0], spec, "then")
+    assert row["median"] == 6.0 * 0.5 / 2.0  # the medians of each, from the same minutes
+    assert row["samples"] == [1.0, 2.0, 0.75]  # per repetition
+    assert (row["min"], row["max"], row["paired_median"]) == (0.75, 2.0, 1.0)
+    assert row["figure_median"] == 6.0 and row["ceiling_median"] == 2.0
+    assert row["ceiling"] == "ceiling: c" and row["window"] == "then"
+
+
+def test_every_fraction_is_measured_in_turn_with_its_ceiling() -> None:
+    from benchmarks import limits
+
+    for series in limits.SERIES:
+        assert len(series.keys) >= 2 and series.fractions
+        for spec in series.fractions:
+            assert spec.figure in series.keys and spec.over in series.keys
+    measures = limits.measures(limits.QUICK_SIZES)
+    keys = {k for s in limits.SERIES for k in s.keys}
+    assert keys <= measures.keys() | {"file appends", "file long", "file wide"}
+    assert all(measures[s.keys[0]].ceiling for s in limits.SERIES if s.keys[0] in measures)
 
 
 def test_summary_reads_back_this_run(tmp_path: pathlib.Path, monkeypatch: Any) -> None:
