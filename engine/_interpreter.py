@@ -262,10 +262,11 @@ class Interpreter:
         Recorded decisions are replayed and checked; inputs wait for the next
         decision.  Raises :class:`NonDeterminismError` when the code does not fit.
         """
-        self._check_poison()
+        if self._poisoned is not None:
+            self._check_poison()
         if type(events) is not list:
             events = list(events)
-        token = _guard.guarded(self._def.name)
+        token: Any = None  # the sandbox guard, taken once recorded decisions run workflow code
         start = index = self._count
         self._replaying = True  # NB: every decision that feed() runs is a recorded one
         try:
@@ -289,6 +290,8 @@ class Interpreter:
                     continue
                 if head is not None:
                     # NB: a decision's batch runs from its head to the next head or input
+                    if token is None and self._pending_own is None:
+                        token = _guard.guarded(self._def.name)
                     self._flush_batch(head, head_at, events[head_at - start + 1 : index - start])
                     head = None
                 if kind == _INPUT:
@@ -314,6 +317,8 @@ class Interpreter:
                     raise TypeError(f"feed() takes events, not {ev!r}")
             self._count = start + len(events)
             if head is not None:
+                if token is None and self._pending_own is None:
+                    token = _guard.guarded(self._def.name)
                 self._flush_batch(head, head_at, events[head_at - start + 1 :])
         except BaseException as exc:
             if self._count == start:  # counted up to the event refused
@@ -323,7 +328,8 @@ class Interpreter:
         finally:
             self._replaying = False
             self._queries_dirty = False  # the replayed decisions saved their queries
-            _guard.release(token)
+            if token is not None:
+                _guard.release(token)
 
     def decide(self, now: datetime, batch_id: str) -> Decision | None:
         """Make the next decision from everything fed so far; ``None`` if there is nothing to do.
@@ -336,7 +342,8 @@ class Interpreter:
         must be unique.  Feed the decision's batch back once it is appended; if the
         append fails, discard this interpreter and replay.
         """
-        self._check_poison()
+        if self._poisoned is not None:
+            self._check_poison()
         if self._pending_own is not None:
             raise RuntimeError("the previous decision has not been fed back yet")
         if self._started is None:
@@ -356,7 +363,11 @@ class Interpreter:
             # that wakes a run (a result nobody awaits, a signal nobody waits for yet):
             # its WorkflowTaskCompleted records that the input was seen, so the store's
             # ready index stops offering the run.  Only retry notices never wake a run.
-            woke = any(type(ev) is not ActivityAttemptFailed for _, ev in self._inbox)
+            woke = False
+            for _, ev in self._inbox:
+                if type(ev) is not ActivityAttemptFailed:
+                    woke = True
+                    break
             self._run_decision(self._count)
             if not self._out and not self._records and not woke:
                 return None
