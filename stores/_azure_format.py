@@ -283,10 +283,23 @@ class Start(msgspec.Struct, frozen=True, tag="start", array_like=True):
 
 
 class Touch(msgspec.Struct, frozen=True, tag="touch", array_like=True):
-    """A run of this partition was appended to by a handle that does not own the partition."""
+    """A run of this partition was appended to by a handle that does not own the partition.
+
+    Where the batch landed comes along (``segment``, its bytes ``start:end``, the
+    segment's ``blocks`` after it, the index ``at`` of its first event) and, when
+    small, its encoded ``events``: a holder whose copy of the run ends exactly at
+    ``start`` takes the batch from here instead of reading the history, and one
+    that read past ``end`` already has it.  ``-1``: unknown (then it reads).
+    """
 
     workflow_id: str
     run_id: str
+    at: int = -1
+    segment: int = -1
+    start: int = -1
+    end: int = -1
+    blocks: int = -1
+    events: bytes = b""
 
 
 class Abandon(msgspec.Struct, frozen=True, tag="abandon", array_like=True):

@@ -497,7 +497,9 @@ class Partitions:
                 self._adopt(part, run)
             return
         key = (rec.workflow_id, rec.run_id)  # a Touch
-        run = self.store._fresh(*key)
+        run = self.store._cached(key)
+        if run is None or not run.catch_up(rec):  # NB: mostly no GET: the batch came along
+            run = self.store._fresh(*key)
         if run is not None:
             self._adopt(part, run)
 

@@ -56,6 +56,7 @@ class Run:
         "hb",
         "hb_from",
         "key",
+        "last",
         "meta",
         "ordinal",
         "owner",
@@ -80,6 +81,8 @@ class Run:
         self.owner: str | None = None  # the claiming owner, in this handle
         self.hb: dict[int, Payload] = {}  # heartbeat slots this handle wrote or read
         self.hb_from: int | None = None  # activities scheduled from here on have no slot but ours
+        # where this handle's last append landed: (index, segment, start, end, blocks, payload)
+        self.last: tuple[int, int, int, int, int, bytes] | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -88,6 +91,20 @@ class Run:
     @property
     def run_id(self) -> str:
         return self.key[1]
+
+    def catch_up(self, touch: fmt.Touch) -> bool:
+        """Whether this copy has the batch ``touch`` tells of, taking it from there if it can."""
+        if touch.end < 0:
+            return False
+        if self.seg > touch.segment or (self.seg == touch.segment and self.resume >= touch.end):
+            return True  # read (or written) past it already
+        here = (self.seg, self.resume, self.end, len(self.events))
+        if not touch.events or here != (touch.segment, touch.start, touch.start, touch.at):
+            return False
+        self.take(fmt.decode_events(touch.events))
+        self.end = self.resume = touch.end
+        self.blocks = touch.blocks
+        return True
 
     def take(self, events: Sequence[Event]) -> list[Event]:
         """Number events that were appended at the end; fold them; return them."""
@@ -237,7 +254,8 @@ class Log:
                 self.blobs.create_append(self.names.segment(run.workflow_id, run.ordinal, run.seg))
             name = self.names.segment(run.workflow_id, run.ordinal, run.seg)
             index = len(run.events)
-            position = run.end
+            position = start = run.end
+            run.last = None
             try:
                 for block in blocks:
                     count, etag = self.blobs.append(name, block, position)
@@ -262,6 +280,7 @@ class Log:
             run.take(events)
             run.end = run.resume = position
             run.blocks = count
+            run.last = (index, run.seg, start, position, count, payload)
             return index
         raise StoreError(
             f"{self._where(run)}: {_TRIES} appends in a row lost to concurrent writers"

@@ -28,8 +28,11 @@ Theory of operation
   leases and hands their due runs to its owners (``claim``).  A run's cached
   history is trusted without a request only while the handle holds its
   partition; other handles' appends reach a holder through the partition's
-  inbox (``Touch``), within ``poll_interval``; a holder also re-reads each open
-  run once per ``sweep_interval`` (600 s), in case a writer died before its Touch.
+  inbox (``Touch``), within ``poll_interval``.  A Touch says where its batch
+  landed and carries its events (up to 16 KiB), so a holder whose copy ends
+  there takes the batch without reading the history.  A holder also re-reads
+  each open run once per ``sweep_interval`` (600 s), in case a writer died
+  before its Touch.
 * **Handover**: the handles that claim from a queue share its partitions fairly
   (``ceil(partitions / live handles)`` each, from presence blobs).  A handle
   hands a partition back only when another handle wants it: it holds more than
@@ -42,7 +45,9 @@ Theory of operation
 * **Visibility**: segment 0 of each run carries its ``WorkflowStarted`` and, once
   closed, its status in blob metadata, so ``list`` is one List Blobs call per
   5,000 runs (plus one GET per run on the page, for the exact history length and
-  due time); ``describe`` is a List Blobs of the id's runs and a GET.
+  due time); ``describe`` is one GET of the id's latest run this handle knows
+  while that is still running (an id's next run is created only after its last
+  closed), else a List Blobs of the id's runs and a GET.
 * **Heartbeats**: one small block blob per activity slot; only a pending
   activity's slot is read back (so completing an activity costs nothing).
 * Failures: Azure errors become ``StoreError`` (``raise ... from``) naming the
@@ -123,6 +128,7 @@ Credential = (
 
 Key = tuple[str, str]
 _TRIES: Final = 8
+_TOUCH_EVENTS: Final = 16 * 1024  # bytes of events a Touch carries at most (else: re-read)
 
 
 def _same_start(a: WorkflowStarted, b: WorkflowStarted) -> bool:
@@ -302,6 +308,9 @@ class AzureBlobStore:
         if not isinstance(workflow_id, str):
             raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
         if run_id is None:
+            latest = self._latest(workflow_id, fresh)
+            if latest is not None:
+                return latest
             chain = self._index.chain(workflow_id)
             if not chain:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
@@ -319,6 +328,26 @@ class AzureBlobStore:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
             raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
         return self._remember(loaded)
+
+    def _latest(self, workflow_id: str, fresh: bool) -> Run | None:
+        """The id's latest run, if it is the newest this handle knows and is still running.
+
+        NB: an id's next run is created only once its last one is closed, so a run
+        that a fresh read (or the partition's holder) shows running is the latest:
+        no List Blobs call for the id's runs.
+        """
+        known = self._index.starts.get(workflow_id)
+        if not known:
+            return None
+        run = self._runs.get((workflow_id, known[max(known)].run_id))
+        if run is None or not run.summary.running:
+            return None
+        if fresh and not self._parts.trusted(run):
+            self._log.refresh(run)
+            if not run.summary.running:
+                return None
+        self._runs.move_to_end(run.key)
+        return run
 
     def _claimed(self) -> builtins.list[Run]:
         """Runs some owner of this handle has claimed."""
@@ -520,10 +549,10 @@ class AzureBlobStore:
             raise
         for st in starts:
             self._start_from(st)
-        self._after(run)
+        self._after(run, index)
         return index
 
-    def _after(self, run: Run) -> None:
+    def _after(self, run: Run, index: int) -> None:
         """Bookkeeping after a batch landed: close effects, the index, or the holder's Touch."""
         if not run.summary.running:
             self._repairs[run.key] = run
@@ -540,10 +569,19 @@ class AzureBlobStore:
                 self._parts._adopt(part, run)
         else:
             try:
-                self._parts.write(run.started.task_queue, run.workflow_id,
-                                  fmt.Touch(run.workflow_id, run.run_id))  # fmt: skip
+                self._parts.write(run.started.task_queue, run.workflow_id, self._touch(run, index))
             except StoreError as exc:  # the batch is there; the holder sees it on its next read
                 log.warning("no Touch for %r run %s: %s", run.workflow_id, run.run_id, exc)
+
+    @staticmethod
+    def _touch(run: Run, index: int) -> fmt.Touch:
+        """The Touch for the batch at ``index``: where it landed and, if small, its events."""
+        last = run.last
+        if last is None or last[0] != index:
+            return fmt.Touch(run.workflow_id, run.run_id)  # settled by a re-read: position unknown
+        at, segment, start, end, blocks, payload = last
+        events = payload if len(payload) <= _TOUCH_EVENTS else b""
+        return fmt.Touch(run.workflow_id, run.run_id, at, segment, start, end, blocks, events)
 
     def _repair_closed(self, run: Run) -> None:
         """A closed run's effects, idempotent: its status in metadata, its parent's notice."""
@@ -597,7 +635,7 @@ class AzureBlobStore:
         except WorkflowAlreadyClosedError:
             return  # nobody waits for it any more
         if index >= 0:
-            self._after(run)
+            self._after(run, index)
 
     # ------------------------------------------------------------------ the protocol
 

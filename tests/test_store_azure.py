@@ -40,6 +40,7 @@ from engine import (
 from engine.events import (
     ActivityCompleted,
     Event,
+    Json,
     MarkerRecorded,
     SignalReceived,
     WorkflowContinuedAsNew,
@@ -450,6 +451,31 @@ def test_a_lone_handle_keeps_its_idle_partitions(azurite: Azurite, container: st
     a.close()
 
 
+def test_a_remote_signal_costs_one_read_each_side(azurite: Azurite, container: str) -> None:
+    """A signal from a handle that does not hold the run's partition: the sender reads the
+    run once (``describe``: no List Blobs for a run it knows running) and appends it and a
+    Touch; the Touch carries the batch, so the holder reads its inbox, not the history."""
+    holder, sender = make(azurite, container, poll_interval=0), make(azurite, container)
+    s = started("w")
+    sender.create(s)
+    assert claimed(holder, "A") == {ref(s)}
+    decide(holder, s, scheduled(1))
+    holder.release("A", ref(s))
+    for payload, history_reads in ((NULL, 0), (Json(text='"' + "x" * 20_000 + '"'), 1)):
+        sent, held = sender.requests.snapshot(), holder.requests.snapshot()
+        info = sender.describe("w")
+        append_ok(sender, batch(s, SignalReceived(time=T0, name="go", payload=payload)))
+        assert sender.requests.since(sent) == {"Get Blob": 1, "Append Block": 2}
+        assert claimed(holder, "A") == {ref(s)}
+        # the inbox, and the history only when the batch was too large to come along
+        assert holder.requests.since(held) == {"List Blobs": 1, "Get Blob": 1 + history_reads}
+        assert holder.read("w") == sender.read("w")
+        assert len(holder.read("w")) == info.history_length + 1
+        holder.release("A", ref(s))
+    holder.close()
+    sender.close()
+
+
 def break_leases(store: AzureBlobStore, queue: str = "default") -> None:
     """What a handle's death looks like a lease later: its leases and presence are gone."""
     prefix = store._names.queue_dir(queue)
@@ -546,13 +572,15 @@ def test_an_outage_is_a_store_error_within_seconds(
         assert emulator.stop() == 0
         calls: list[Callable[[], object]] = [
             lambda: store.create(started("x")),
-            lambda: store.describe("w"),
+            lambda: store.describe("an-id-it-never-saw"),
             lambda: store.heartbeat(ref(s), 1, NULL),
         ]
         for call in calls:
             error, took = _timed(call)
             assert took < 5.0, (error, took)
             assert "cannot reach the storage endpoint" in str(error), error
+        # a run of a partition it holds (lease still good): answered from what it holds
+        assert store.describe("w").history_length == length(store, s)
         began = time.monotonic()
         [result] = store.append([batch(s, signal())])
         assert isinstance(result.error, StoreError) and time.monotonic() - began < 5.0
