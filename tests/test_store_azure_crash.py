@@ -44,6 +44,20 @@ from tests import crashkit
 store = AzureBlobStore(sys.argv[1], sys.argv[2], partitions=int(sys.argv[3]),
                        lease_seconds=int(sys.argv[4]), poll_interval=float(sys.argv[5]))
 print("ready", flush=True)
+
+def report_held():  # which partitions this worker leases, whenever that changes
+    import os, threading, time
+    last = None
+    while True:
+        with store._lock:
+            held = sorted(p for _, p in store._parts.held)
+        if held != last:
+            print(f"held {os.getpid()} {','.join(map(str, held))}", flush=True)
+            last = held
+        time.sleep(0.05)
+
+import threading
+threading.Thread(target=report_held, daemon=True).start()
 try:
     Worker(store, workflows=crashkit.WORKFLOWS, activities=crashkit.ACTIVITIES,
            poll_interval=0.05, max_concurrent_activities=8).run()
@@ -86,12 +100,26 @@ def attempts_logged(log: pathlib.Path) -> int:
 
 
 def leased(store: AzureBlobStore) -> int:
+    return len(checkpoints(store))
+
+
+def checkpoints(store: AzureBlobStore) -> dict[int, str]:
+    """The ETag of every leased partition's checkpoint, by partition."""
     prefix = store._names.queue_dir("default")
-    return sum(
-        1
+    return {
+        int(p.name[len(prefix) :].partition(".")[0]): str(p.etag)
         for p in store._blobs.list(prefix)
         if p.name.endswith(".ckpt") and p.lease.state == "leased"
-    )
+    }
+
+
+def held_by(out: pathlib.Path, pid: int) -> set[int]:
+    """The partitions worker ``pid`` last said it leases."""
+    held = ""
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith(f"held {pid} "):
+            held = line.split(" ", 2)[2]
+    return {int(p) for p in held.split(",") if p}
 
 
 def run_and_kill(
@@ -129,20 +157,27 @@ def run_and_kill(
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             killed, killed_at = time.monotonic(), datetime.now(UTC)
+            # NB: a partition is taken over when a live worker leased it and saved its
+            # checkpoint (a new tenure's first act): a new ETag.  Counting leases alone
+            # misses a takeover quicker than this loop's polls (never seen unleased).
+            at_kill = checkpoints(store)
+            orphans = held_by(out, victim.pid) & set(at_kill)
+            assert orphans, (held_by(out, victim.pid), at_kill)
             open_at_kill = {i.id for i in store.list(status=Status.RUNNING, page_size=1000).items}
             if workers == 1:
                 procs[0] = spawn(conn, container, partitions, out)
             else:
                 procs = procs[1:]
-            dropped, takeover = False, -1.0
-            while store.list(page_size=1).counts.get(Status.COMPLETED, 0) < workflows:
+            takeover = -1.0
+            while takeover < 0 or (
+                store.list(page_size=1).counts.get(Status.COMPLETED, 0) < workflows
+            ):
                 assert time.monotonic() - t0 < timeout, out.read_text()[-4000:]
                 for proc in procs:
                     assert proc.poll() is None, out.read_text()[-4000:]
                 if takeover < 0:
-                    held = leased(store)
-                    dropped = dropped or held < partitions
-                    if dropped and held == partitions:
+                    now = checkpoints(store)
+                    if all(p in now and now[p] != at_kill[p] for p in orphans):
                         takeover = time.monotonic() - killed
                 time.sleep(0.1)
             waits = []
