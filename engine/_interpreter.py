@@ -307,14 +307,12 @@ class Interpreter:
                         self._inconsistent(f"WorkflowStarted at event {index}, not 0")
                     self._started = ev
                     started = True
-                elif kind == _TERMINATE:
+                else:  # _TERMINATE
                     if not started:
                         self._inconsistent("the history does not begin with WorkflowStarted")
                     inbox.append((index, ev))
                     if self._terminated is None:
                         self._terminated = ev
-                else:
-                    raise TypeError(f"feed() takes events, not {ev!r}")
             self._count = start + len(events)
             if head is not None:
                 if token is None and self._pending_own is None:
@@ -327,8 +325,8 @@ class Interpreter:
             raise
         finally:
             self._replaying = False
-            self._queries_dirty = False  # the replayed decisions saved their queries
-            if token is not None:
+            if token is not None:  # recorded decisions ran
+                self._queries_dirty = False  # they saved their queries
                 _guard.release(token)
 
     def decide(self, now: datetime, batch_id: str) -> Decision | None:
@@ -1159,19 +1157,19 @@ _INPUTS: dict[type, Callable[[Interpreter, Any], None]] = {
     WorkflowTerminated: Interpreter._in_terminated,
 }
 # How feed() files each event: a decision's head opens a batch, the decision's other events
-# join it, and inputs wait in the inbox for the decision that saw them.
+# join it, and inputs wait in the inbox for the decision that saw them (each has its handler
+# in _INPUTS).
 _HEAD: Final = 0
 _IN_BATCH: Final = 1
 _INPUT: Final = 2
 _FIRST: Final = 3  # WorkflowStarted
 _TERMINATE: Final = 4  # an input that closes the run as soon as it is fed
 _FEED: dict[type, int] = {
-    **{cls: _IN_BATCH for cls in DECISION_EVENTS},
-    **{cls: _INPUT for cls in _INPUTS},
-    WorkflowTaskCompleted: _HEAD,
-    WorkflowStarted: _FIRST,
-    WorkflowTerminated: _TERMINATE,
+    cls: _IN_BATCH if cls in DECISION_EVENTS else _INPUT for cls in Event.__args__
 }
+_FEED.update(
+    {WorkflowTaskCompleted: _HEAD, WorkflowStarted: _FIRST, WorkflowTerminated: _TERMINATE}
+)
 
 
 def _opt_td(value: Any, what: str) -> Any:
