@@ -133,10 +133,45 @@ _ATTEMPTS: Final = 5  # put / get rounds lost to concurrent changes before givin
 _CONTAINER: Final = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
+#: A request gives up once another attempt could end past this (seconds from its start).
+DEADLINE: Final = 4.5
+
+
 class _QuickRetry(ExponentialRetry):
-    """Exponential backoff with jitter, in fractions of a second (the SDK's starts at 15 s)."""
+    """Exponential backoff with jitter, in fractions of a second (the SDK's starts at 15 s),
+    within a deadline: no attempt starts that could end more than ``deadline`` seconds
+    after the request began (each may take up to ``attempt_timeout``, the read timeout).
+
+    Without it a hung server (Azurite under SIGSTOP, a black-holed connection) took
+    3 attempts x a 2 s read timeout + backoff = 6.75 s to surface; now ~4.25 s.
+    """
+
+    def __init__(
+        self, *, deadline: float = DEADLINE, attempt_timeout: float = 2.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+
+    def configure_retries(self, request: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().configure_retries(request)
+        settings["began"] = time.monotonic()
+        return settings
+
+    def increment(self, settings: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
+        more = bool(super().increment(settings, *args, **kwargs))
+        if more:
+            backoff = settings["backoff"] = self._backoff(settings)
+            elapsed = time.monotonic() - settings["began"]
+            more = elapsed + backoff + self.attempt_timeout <= self.deadline
+        return more
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        backoff = settings.pop("backoff", None)  # the one the deadline was checked with
+        return float(backoff) if backoff is not None else self._backoff(settings)
+
+    @staticmethod
+    def _backoff(settings: dict[str, Any]) -> float:
         # "count" is 1 at the first sleep: ~0.25 s, then ~0.5 s, ~1 s...
         return float(0.125 * 2 ** settings["count"] * random.uniform(0.5, 1.5))
 
@@ -171,6 +206,7 @@ class AzureBlobCAS:
             )
         options: dict[str, Any] = {
             "retry_policy": _QuickRetry(
+                attempt_timeout=read_timeout,
                 retry_total=retries,
                 retry_connect=retries,
                 retry_read=retries,
