@@ -18,7 +18,6 @@ timeout, so an outage surfaces as ``StoreError`` in a few seconds, not 83 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -331,9 +330,13 @@ class Blobs:
         return str(r["etag"])
 
     def delete(self, name: str) -> None:
-        blob = self.client.get_blob_client(name)
-        with contextlib.suppress(ResourceNotFoundError):
-            self.call(f"delete {name}", lambda: blob.delete_blob())
+        """Delete ``name``; one that is gone already is fine."""
+        try:
+            self.client.get_blob_client(name).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise self.error(f"delete {name}", exc) from exc
 
     def list(self, prefix: str) -> Iterator[BlobProperties]:
         """Blobs under ``prefix`` with their metadata and lease state (none if no container)."""

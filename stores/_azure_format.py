@@ -172,11 +172,14 @@ class Names:
         base = f"{self.id_dir(workflow_id)}{ordinal:08d}"
         return base if k == 0 else f"{base}.{k:04d}"
 
-    def heartbeat(self, workflow_id: str, ordinal: int, seq: int) -> str:
+    def heartbeats(self, workflow_id: str, ordinal: int) -> str:
+        """The directory of a run's heartbeat slots."""
         return (
-            f"{self.prefix}b/{id_hash(workflow_id)[:3]}/{_names.name(workflow_id)}/"
-            f"{ordinal:08d}/{seq}"
+            f"{self.prefix}b/{id_hash(workflow_id)[:3]}/{_names.name(workflow_id)}/{ordinal:08d}/"
         )
+
+    def heartbeat(self, workflow_id: str, ordinal: int, seq: int) -> str:
+        return f"{self.heartbeats(workflow_id, ordinal)}{seq}"
 
     def queue_dir(self, task_queue: str) -> str:
         return f"{self.prefix}p/{_names.name(task_queue)}/"

@@ -54,6 +54,7 @@ class Run:
         "etag0",
         "events",
         "hb",
+        "hb_dropped",
         "hb_from",
         "key",
         "last",
@@ -81,6 +82,7 @@ class Run:
         self.owner: str | None = None  # the claiming owner, in this handle
         self.hb: dict[int, Payload] = {}  # heartbeat slots this handle wrote or read
         self.hb_from: int | None = None  # activities scheduled from here on have no slot but ours
+        self.hb_dropped = False  # its slots were deleted (it closed)
         # where this handle's last append landed: (index, segment, start, end, blocks, payload)
         self.last: tuple[int, int, int, int, int, bytes] | None = None
 

@@ -49,7 +49,12 @@ Theory of operation
   while that is still running (an id's next run is created only after its last
   closed), else a List Blobs of the id's runs and a GET.
 * **Heartbeats**: one small block blob per activity slot; only a pending
-  activity's slot is read back (so completing an activity costs nothing).
+  activity's slot is read back (so completing an activity costs nothing).  When
+  a run closes, the handle that sees it close deletes its slots: those it wrote
+  or read, plus what one List Blobs call finds if other handles may have
+  written some (it did not hold the run since its activities were scheduled),
+  so a run without heartbeats costs nothing.  Best effort: slots whose delete
+  meets an outage, or a crash, stay behind (a few bytes each).
 * Failures: Azure errors become ``StoreError`` (``raise ... from``) naming the
   container and the operation; a call surfaces an outage within a few seconds.
 """
@@ -88,6 +93,7 @@ from engine._errors import (
 )
 from engine._events import (
     CLOSING_EVENTS,
+    ActivityScheduled,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowStarted,
@@ -594,6 +600,31 @@ class AzureBlobStore:
         if notice is not None:
             self._external(*notice)
         self._repairs.pop(run.key, None)
+        self._drop_heartbeats(run)
+
+    def _drop_heartbeats(self, run: Run) -> None:
+        """Delete a closed run's heartbeat slots (best effort: a failure leaves a few bytes).
+
+        Only slots that may exist cost a request: the ones this handle wrote or
+        read, and, if other handles may have written some (activities scheduled
+        before this handle held the run), whatever one List Blobs call finds.
+        """
+        if run.hb_dropped:
+            return
+        run.hb_dropped = True
+        names = {self._names.heartbeat(run.workflow_id, run.ordinal, seq) for seq in run.hb}
+        try:
+            if run.hb_from is None or any(
+                type(ev) is ActivityScheduled and ev.index < run.hb_from for ev in run.events
+            ):
+                prefix = self._names.heartbeats(run.workflow_id, run.ordinal)
+                names.update(props.name for props in self._blobs.list(prefix))
+            for name in sorted(names):
+                self._blobs.delete(name)
+        except StoreError as exc:
+            log.warning("heartbeat slots of %r run %s not deleted: %s", run.workflow_id,
+                        run.run_id, exc)  # fmt: skip
+        run.hb.clear()
 
     def _update_meta(self, run: Run, change: Any) -> None:
         name = self._names.segment(run.workflow_id, run.ordinal, 0)

@@ -65,6 +65,7 @@ from tests.store_conformance import (
     batch,
     child_started,
     claimed,
+    close,
     decide,
     kinds,
     length,
@@ -505,6 +506,45 @@ def test_a_dead_handles_partitions_are_taken_over(azurite: Azurite, container: s
     for part in a._parts.held.values():
         part.renewed -= LEASE / 3
     assert a.renew("A") == []
+    a.close()
+    b.close()
+
+
+def heartbeat_blobs(store: AzureBlobStore) -> list[str]:
+    return [props.name for props in store._blobs.list(f"{store._names.prefix}b/")]
+
+
+def test_a_closed_runs_heartbeat_slots_are_deleted(azurite: Azurite, container: str) -> None:
+    """Closing deletes the slots its handle wrote (one Delete Blob each, no listing); a
+    handle that took the run over lists it once for slots its predecessor wrote."""
+    a, b = make(azurite, container, poll_interval=0), make(azurite, container, poll_interval=0)
+    quiet, written, taken = started("quiet"), started("written"), started("taken")
+    for s in (quiet, written, taken):
+        a.create(s)
+    assert claimed(a, "A", limit=100) == {ref(quiet), ref(written), ref(taken)}
+    for s in (quiet, written, taken):
+        decide(a, s, scheduled(1), scheduled(2))
+    a.heartbeat(ref(written), 1, Json(text="1"))
+    a.heartbeat(ref(written), 2, Json(text="2"))
+    a.heartbeat(ref(taken), 1, Json(text="3"))
+    assert len(heartbeat_blobs(a)) == 3
+    before = a.requests.snapshot()
+    close(a, quiet, Status.COMPLETED)  # no heartbeats: nothing to delete, nothing asked
+    assert a.requests.since(before) == {"Append Block": 1, "Set Blob Metadata": 1}
+    before = a.requests.snapshot()
+    close(a, written, Status.FAILED)
+    assert a.requests.since(before) == {
+        "Append Block": 1, "Set Blob Metadata": 1, "Delete Blob": 2
+    }  # fmt: skip
+    assert len(heartbeat_blobs(a)) == 1
+    break_leases(a)  # a died: b takes its partitions over
+    assert claimed(b, "B", limit=100) == {ref(taken)}
+    before = b.requests.snapshot()
+    close(b, taken, Status.CANCELLED)
+    assert b.requests.since(before) == {
+        "Append Block": 1, "Set Blob Metadata": 1, "List Blobs": 1, "Delete Blob": 1
+    }  # fmt: skip
+    assert heartbeat_blobs(b) == []
     a.close()
     b.close()
 
