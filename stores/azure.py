@@ -13,6 +13,15 @@ partitions=64, lease_seconds=30, ...)``: ``account`` is a connection string or a
 account URL used with ``credential``, as for ``cas.azure.AzureBlobCAS``;
 ``stores.open("azure://...")`` takes the same URL forms as ``cas.open``.
 
+This module is the protocol's surface; the class is assembled from parts:
+``stores._azure_base`` (a handle's state and its cache of runs),
+``stores._azure_starts`` (creating runs) and ``stores._azure_appends``
+(appending batches and what follows them), over ``stores._azure_runs``
+(histories), ``stores._azure_partitions`` (ownership, the ready index),
+``stores._azure_chains`` (the index of runs), ``stores._azure_blobs`` (the
+container's operations, errors mapped) and ``stores._azure_format`` (names,
+frames, records).
+
 Theory of operation
 -------------------
 
@@ -72,7 +81,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Self
 
 try:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
@@ -84,44 +93,21 @@ except ImportError as exc:  # pragma: no cover - the azure extra is installed in
     ) from exc
 
 from cas.azure import _check_container, _check_prefix
-from engine._errors import (
-    StoreError,
-    WorkflowAlreadyClosedError,
-    WorkflowAlreadyStartedError,
-    WorkflowError,
-    WorkflowNotFoundError,
-)
-from engine._events import (
-    CLOSING_EVENTS,
-    ActivityScheduled,
-    ChildWorkflowCompleted,
-    ChildWorkflowFailed,
-    ChildWorkflowStarted,
-    Event,
-    Payload,
-    WorkflowContinuedAsNew,
-    WorkflowStarted,
-    WorkflowTerminated,
-    with_index,
-)
+from engine._errors import StoreError, WorkflowError
+from engine._events import Event, Payload, WorkflowStarted
 from engine._info import IdReusePolicy, Status, WorkflowInfo, WorkflowPage
 
 from . import _azure_format as fmt
-from ._azure_blobs import MAX_BLOCK, Blobs, Changed, Missing, container_client
-from ._azure_chains import Chains, Entry
+from ._azure_appends import Appends
+from ._azure_base import Key
+from ._azure_blobs import MAX_BLOCK, Blobs, container_client
+from ._azure_chains import Chains
 from ._azure_metrics import RequestCounter
 from ._azure_partitions import Partitions
 from ._azure_runs import Log, Run
+from ._azure_starts import Starts
 from ._protocol import AppendBatch, AppendResult, Claims, RunRef
-from ._summary import (
-    RunSummary,
-    check_decision,
-    check_start,
-    child_refused,
-    is_repeated_child,
-    parent_notice,
-    select_page,
-)
+from ._summary import select_page
 
 __all__ = ["AzureBlobStore", "Credential"]
 
@@ -132,14 +118,6 @@ Credential = (
     str | dict[str, str] | AzureNamedKeyCredential | AzureSasCredential | TokenCredential | None
 )
 
-Key = tuple[str, str]
-_TRIES: Final = 8
-_TOUCH_EVENTS: Final = 16 * 1024  # bytes of events a Touch carries at most (else: re-read)
-
-
-def _same_start(a: WorkflowStarted, b: WorkflowStarted) -> bool:
-    return with_index(a, -1) == with_index(b, -1)
-
 
 def _check_ids(workflow_id: object, run_id: object) -> None:
     if not isinstance(workflow_id, str):
@@ -148,7 +126,7 @@ def _check_ids(workflow_id: object, run_id: object) -> None:
         raise TypeError(f"a run id must be a string, got {run_id!r}")
 
 
-class AzureBlobStore:
+class AzureBlobStore(Starts, Appends):
     """An event store in an Azure Storage container (see the module docstring)."""
 
     def __init__(
@@ -278,83 +256,6 @@ class AzureBlobStore:
                 )
         self._configured = True
 
-    def _cached(self, key: Key) -> Run | None:
-        return self._runs.get(key)
-
-    def _remember(self, run: Run) -> Run:
-        key = run.key
-        self._runs[key] = run
-        self._runs.move_to_end(key)
-        self._index.note(run.ordinal, run.started)
-        if len(self._runs) > self._cache_runs:
-            for old in list(self._runs)[: len(self._runs) - self._cache_runs]:
-                r = self._runs[old]
-                if r.owner is None and not self._parts.trusted(r) and old not in self._repairs:
-                    del self._runs[old]
-        return run
-
-    def _fresh(self, workflow_id: str, run_id: str, ordinal: int | None = None) -> Run | None:
-        """The run as it is now (one GET for a known running run), or None if it does not exist."""
-        run = self._runs.get((workflow_id, run_id))
-        if run is not None:
-            if run.summary.running:
-                self._log.refresh(run)
-            return run
-        if ordinal is None:
-            ordinal = self._index.ordinal(workflow_id, run_id)
-            if ordinal is None:
-                return None
-        run = self._log.load(workflow_id, ordinal)
-        if run is None or run.run_id != run_id:
-            return None
-        return self._remember(run)
-
-    def _get(self, workflow_id: str, run_id: str | None, *, fresh: bool = True) -> Run:
-        """A run (the id's latest when ``run_id`` is None); ``WorkflowNotFoundError`` if none."""
-        if not isinstance(workflow_id, str):
-            raise TypeError(f"a workflow id must be a string, got {workflow_id!r}")
-        if run_id is None:
-            latest = self._latest(workflow_id, fresh)
-            if latest is not None:
-                return latest
-            chain = self._index.chain(workflow_id)
-            if not chain:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-            run_id = chain[-1].started.run_id
-        run = self._runs.get((workflow_id, run_id))
-        if run is not None:
-            if fresh and run.summary.running and not self._parts.trusted(run):
-                self._log.refresh(run)
-            self._runs.move_to_end(run.key)
-            return run
-        ordinal = self._index.ordinal(workflow_id, run_id)
-        loaded = None if ordinal is None else self._log.load(workflow_id, ordinal)
-        if loaded is None or loaded.run_id != run_id:
-            if not self._index.known(workflow_id) and not self._index.chain(workflow_id):
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
-        return self._remember(loaded)
-
-    def _latest(self, workflow_id: str, fresh: bool) -> Run | None:
-        """The id's latest run, if it is the newest this handle knows and is still running.
-
-        NB: an id's next run is created only once its last one is closed, so a run
-        that a fresh read (or the partition's holder) shows running is the latest:
-        no List Blobs call for the id's runs.
-        """
-        known = self._index.starts.get(workflow_id)
-        if not known:
-            return None
-        run = self._runs.get((workflow_id, known[max(known)].run_id))
-        if run is None or not run.summary.running:
-            return None
-        if fresh and not self._parts.trusted(run):
-            self._log.refresh(run)
-            if not run.summary.running:
-                return None
-        self._runs.move_to_end(run.key)
-        return run
-
     def _claimed(self) -> builtins.list[Run]:
         """Runs some owner of this handle has claimed."""
         out = []
@@ -379,294 +280,6 @@ class AzureBlobStore:
                     if run is not None and run.owner == owner:
                         run.owner = None
                         self._parts.index(run)
-
-    # ------------------------------------------------------------------ starting runs
-
-    def _start(self, started: WorkflowStarted, policy: IdReusePolicy, *, noted: bool) -> Run:
-        """Create a run under the id-reuse policy (``noted``: its Start record is written)."""
-        wid = started.workflow_id
-        queue = started.task_queue
-
-        def note() -> None:
-            nonlocal noted
-            if not noted:
-                self._parts.write(queue, wid, fmt.Start(started))
-                noted = True
-
-        try:
-            run: Run | None = None
-            if not self._index.known(wid):  # an id this handle never saw: try ordinal 0 at once
-                note()
-                run = self._log.create(wid, 0, started)
-            for _ in range(_TRIES):
-                if run is not None:
-                    break
-                chain = self._index.chain(wid)
-                same = [e for e in chain if e.started.run_id == started.run_id]
-                if same and _same_start(same[0].started, started):
-                    # this very start, made by a repair racing us: done (idempotent)
-                    run = self._get(wid, started.run_id)
-                    break
-                if same:
-                    raise WorkflowAlreadyStartedError(
-                        f"workflow {wid!r} already has a run {started.run_id!r}"
-                    )
-                last = self._summary(chain[-1]) if chain else None
-                victim = check_start(started, [last] if last else [], policy)
-                if victim is not None:
-                    self._terminate(victim.started, started)
-                note()
-                run = self._log.create(wid, chain[-1].ordinal + 1 if chain else 0, started)
-            if run is None:
-                raise StoreError(f"Azure store {self._where}: {wid!r} kept starting elsewhere")
-        except WorkflowError:
-            if noted:
-                with contextlib.suppress(WorkflowError):
-                    self._parts.write(queue, wid, fmt.Abandon(wid, started.run_id))
-            raise
-        self._remember(run)
-        part = self._parts.holding(run)
-        if part is not None:
-            self._parts._adopt(part, run)
-        return run
-
-    def _resume(self, started: WorkflowStarted) -> Run | None:
-        """A Start record whose run is missing: create the run if what started it landed.
-
-        The batch that continues a run as new, or starts a child, lands before the
-        new run is created; a handle that died in between leaves the record, and
-        the partition's holder finishes the start (racing the starter, if it is
-        alive, is harmless: a start is idempotent).  A client's start is its
-        client's to finish: a record of one that never happened is dropped.
-        """
-        link = started.continued_from or started.parent
-        if link is None:
-            return None
-        try:
-            source = self._get(link.workflow_id, link.run_id)
-        except WorkflowNotFoundError:
-            return None
-        if started.continued_from is not None:
-            closing = source.summary.closing
-            if not (
-                isinstance(closing, WorkflowContinuedAsNew) and closing.new_run_id == started.run_id
-            ):
-                return None
-        else:
-            events = source.events
-            asked = any(
-                isinstance(ev, ChildWorkflowStarted)
-                and ev.seq == link.seq
-                and ev.workflow_id == started.workflow_id
-                for ev in events
-            )
-            answered = any(
-                isinstance(ev, ChildWorkflowCompleted | ChildWorkflowFailed) and ev.seq == link.seq
-                for ev in events
-            )
-            if not asked or answered or not source.summary.running:
-                return None
-        log.warning("finishing the start of %r run %s (its starter stopped midway)",
-                    started.workflow_id, started.run_id)  # fmt: skip
-        self._start_from(started)
-        return self._runs.get((started.workflow_id, started.run_id))
-
-    def _summary(self, entry: Entry) -> RunSummary:
-        """The entry's summary; one that metadata calls running is read to be sure."""
-        summary = entry.summary()
-        if summary.running:
-            run = self._fresh(entry.started.workflow_id, entry.started.run_id, entry.ordinal)
-            if run is not None:
-                return run.summary
-        return summary
-
-    def _terminate(self, victim: WorkflowStarted, by: WorkflowStarted) -> None:
-        run = self._get(victim.workflow_id, victim.run_id)
-        event = WorkflowTerminated(
-            time=by.time,
-            reason=f"terminated by a new start ({by.run_id}) with TERMINATE_IF_RUNNING",
-        )
-        self._append_run(run, [event], None, ())
-
-    def _start_from(self, started: WorkflowStarted) -> None:
-        """A run a batch starts: a child (idempotent by parent link) or a continuation."""
-        wid = started.workflow_id
-        try:
-            if started.parent is not None:
-                chain = self._index.chain(wid)
-                if chain and is_repeated_child(started, [chain[-1].summary()]):
-                    self._parts.write(started.task_queue, wid, fmt.Abandon(wid, started.run_id))
-                    return  # this child exists already (a retried decision)
-            self._start(started, IdReusePolicy.ALLOW_DUPLICATE, noted=True)
-        except WorkflowAlreadyStartedError as exc:
-            if started.parent is None:
-                log.error("continue-as-new of %r could not start run %s: %s", wid,
-                          started.run_id, exc)  # fmt: skip
-                return
-            self._external(*child_refused(started, exc))
-
-    def _check_continue(self, run: Run, started: WorkflowStarted, closes: bool) -> None:
-        """Refuse, before anything lands, a continue-as-new whose next run cannot start."""
-        wid = started.workflow_id
-        chain = self._index.chain(wid)
-        if any(e.started.run_id == started.run_id for e in chain):
-            raise WorkflowAlreadyStartedError(
-                f"workflow {wid!r} already has a run {started.run_id!r}"
-            )
-        if chain:
-            last = self._summary(chain[-1])
-            if last.running and not (last.started.run_id == run.run_id and closes):
-                raise WorkflowAlreadyStartedError(
-                    f"workflow {wid!r} is already running (run {last.started.run_id})"
-                )
-
-    # ------------------------------------------------------------------ appending
-
-    def _append_batch(self, batch: AppendBatch) -> int:
-        run = self._get(batch.workflow_id, batch.run_id, fresh=False)
-        events = list(batch.events)
-        expected = batch.expected_length
-        # what we know refuses most losers before a Start record is written for nothing
-        tail = run.events[expected:] if expected is not None else []
-        check_decision(run.summary, events, tail, expected)
-        closes = any(type(ev) in CLOSING_EVENTS for ev in events)
-        for st in batch.starts:
-            if st.parent is None:
-                self._check_continue(run, st, closes)
-        return self._append_run(run, events, expected, batch.starts)
-
-    def _append_run(
-        self,
-        run: Run,
-        events: list[Event],
-        expected: int | None,
-        starts: Sequence[WorkflowStarted],
-    ) -> int:
-        for st in starts:  # NB: before the batch, so that a crash leaves a record
-            self._parts.write(st.task_queue, st.workflow_id, fmt.Start(st))
-        try:
-            index = self._log.append(run, events, expected)
-        except WorkflowError:
-            for st in starts:
-                with contextlib.suppress(WorkflowError):
-                    self._parts.write(
-                        st.task_queue, st.workflow_id, fmt.Abandon(st.workflow_id, st.run_id)
-                    )
-            raise
-        for st in starts:
-            self._start_from(st)
-        self._after(run, index)
-        return index
-
-    def _after(self, run: Run, index: int) -> None:
-        """Bookkeeping after a batch landed: close effects, the index, or the holder's Touch."""
-        if not run.summary.running:
-            self._repairs[run.key] = run
-            try:
-                self._repair_closed(run)
-            except StoreError as exc:  # the batch is there: claim() tries again
-                log.warning("effects of closing %r run %s are late: %s", run.workflow_id,
-                            run.run_id, exc)  # fmt: skip
-        part = self._parts.holding(run)
-        if part is not None:
-            if run.key in part.runs:
-                self._parts.index(run)
-            else:
-                self._parts._adopt(part, run)
-        else:
-            try:
-                self._parts.write(run.started.task_queue, run.workflow_id, self._touch(run, index))
-            except StoreError as exc:  # the batch is there; the holder sees it on its next read
-                log.warning("no Touch for %r run %s: %s", run.workflow_id, run.run_id, exc)
-
-    @staticmethod
-    def _touch(run: Run, index: int) -> fmt.Touch:
-        """The Touch for the batch at ``index``: where it landed and, if small, its events."""
-        last = run.last
-        if last is None or last[0] != index:
-            return fmt.Touch(run.workflow_id, run.run_id)  # settled by a re-read: position unknown
-        at, segment, start, end, blocks, payload = last
-        events = payload if len(payload) <= _TOUCH_EVENTS else b""
-        return fmt.Touch(run.workflow_id, run.run_id, at, segment, start, end, blocks, events)
-
-    def _repair_closed(self, run: Run) -> None:
-        """A closed run's effects, idempotent: its status in metadata, its parent's notice."""
-        self._repairs[run.key] = run
-        want = fmt.status_meta(run.meta, run.summary.status, run.summary.close_time)
-        if want != run.meta:
-            self._update_meta(run, lambda meta: fmt.status_meta(
-                meta, run.summary.status, run.summary.close_time))  # fmt: skip
-        notice = parent_notice(run.summary)
-        if notice is not None:
-            self._external(*notice)
-        self._repairs.pop(run.key, None)
-        self._drop_heartbeats(run)
-
-    def _drop_heartbeats(self, run: Run) -> None:
-        """Delete a closed run's heartbeat slots (best effort: a failure leaves a few bytes).
-
-        Only slots that may exist cost a request: the ones this handle wrote or
-        read, and, if other handles may have written some (activities scheduled
-        before this handle held the run), whatever one List Blobs call finds.
-        """
-        if run.hb_dropped:
-            return
-        run.hb_dropped = True
-        names = {self._names.heartbeat(run.workflow_id, run.ordinal, seq) for seq in run.hb}
-        try:
-            if run.hb_from is None or any(
-                type(ev) is ActivityScheduled and ev.index < run.hb_from for ev in run.events
-            ):
-                prefix = self._names.heartbeats(run.workflow_id, run.ordinal)
-                names.update(props.name for props in self._blobs.list(prefix))
-            for name in sorted(names):
-                self._blobs.delete(name)
-        except StoreError as exc:
-            log.warning("heartbeat slots of %r run %s not deleted: %s", run.workflow_id,
-                        run.run_id, exc)  # fmt: skip
-        run.hb.clear()
-
-    def _update_meta(self, run: Run, change: Any) -> None:
-        name = self._names.segment(run.workflow_id, run.ordinal, 0)
-        for _ in range(_TRIES):
-            want = change(run.meta)
-            if want == run.meta:
-                return
-            try:
-                run.etag0 = self._blobs.set_metadata(name, want, run.etag0)
-                run.meta = want
-                return
-            except Changed:
-                props = self._blobs.properties(name)
-                if props is None:
-                    return
-                run.meta, run.etag0 = dict(props.metadata or {}), str(props.etag)
-            except Missing:
-                return
-        raise StoreError(f"Azure store {self._where}: {name}'s metadata kept changing")
-
-    def _external(self, workflow_id: str, run_id: str, event: Event) -> None:
-        """A store-made event (a child's outcome or refusal), once, for a run that may be gone."""
-        try:
-            run = self._get(workflow_id, run_id)
-        except WorkflowNotFoundError:
-            return
-        seq = getattr(event, "seq", None)
-        kinds = (ChildWorkflowCompleted, ChildWorkflowFailed)
-        child_run = getattr(event, "run_id", "")
-
-        def delivered(run: Run) -> bool:  # a repair, or a retry, got there first
-            return any(
-                type(ev) in kinds and ev.seq == seq and ev.run_id == child_run  # type: ignore[union-attr]
-                for ev in run.events
-            )
-
-        try:
-            index = self._log.append(run, [event], None, unless=delivered)
-        except WorkflowAlreadyClosedError:
-            return  # nobody waits for it any more
-        if index >= 0:
-            self._after(run, index)
 
     # ------------------------------------------------------------------ the protocol
 
