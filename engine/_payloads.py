@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import msgspec
 
 from ._codec import DEFAULT_MAX_PAYLOAD, Codec, JsonCodec, MsgpackCodec
-from ._errors import CorruptionError, PayloadError, PayloadKeyError
+from ._errors import CorruptionError, PayloadError, PayloadKeyError, PayloadTooLargeError
 from ._events import (
     CasRef,
     Compressed,
@@ -410,12 +410,27 @@ class PayloadCodec:
     def _decompress(self, env: Compressed) -> bytes:
         if env.algorithm != "zstd":
             raise PayloadError(f"unknown compression {env.algorithm!r} (this codec reads zstd)")
+        zstd = _zstd()
+        limit = self.max_payload + 1024  # the inner payload's envelope: a few bytes more
+        try:
+            # NB: decompress() trusts a size the frame header declares and allocates it
+            # whatever max_output_size says (that bounds only frames without one): a few
+            # KiB could make it allocate gigabytes
+            declared = zstd.frame_content_size(env.data)
+        except zstd.ZstdError as exc:
+            raise CorruptionError(f"a compressed payload has no valid zstd frame: {exc}") from None
+        if declared > limit:
+            raise PayloadTooLargeError(
+                f"a compressed payload declares {declared:,} bytes, above this codec's "
+                f"max_payload of {self.max_payload:,} bytes: damaged, or written by a codec "
+                f"with a higher max_payload (use the same limit to read it)"
+            )
         dec = getattr(self._local, "decompressor", None)
         if dec is None:
-            dec = self._local.decompressor = _zstd().ZstdDecompressor()
+            dec = self._local.decompressor = zstd.ZstdDecompressor()
         try:
-            return dec.decompress(env.data, max_output_size=self.max_payload + 1024)  # type: ignore[no-any-return]
-        except _zstd().ZstdError as exc:
+            return dec.decompress(env.data, max_output_size=limit)  # type: ignore[no-any-return]
+        except zstd.ZstdError as exc:
             raise CorruptionError(f"a compressed payload does not decompress: {exc}") from None
 
     @staticmethod
