@@ -183,7 +183,7 @@ def test_memory_per_malformed_case_is_a_small_multiple_of_its_input(target: str)
             assert peak < bound, f"{peak:,} bytes for a {size:,}-byte input"
             worst = max(worst, (peak / size, peak, size))
     ratio, peak, size = worst
-    print(f"\nR5 memory {target}: peak at most {ratio:.0f}x the input ({peak:,} bytes for {size:,})")
+    print(f"\nR5 memory {target}: peak <= {ratio:.0f}x the input ({peak:,} B for {size:,} B)")
 
 
 def test_a_large_payload_replays_within_a_bounded_multiple() -> None:
