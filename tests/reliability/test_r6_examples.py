@@ -8,6 +8,10 @@ example's current code, and checks that every ``@workflow`` in ``examples/``
 has at least one golden history.  Regenerate after a deliberate change::
 
     python -m tests.reliability.test_r6_examples --regenerate
+    python -m tests.reliability.test_r6_examples --regenerate-pipelines
+
+The example pipelines (``examples/pipelines/Project.toml``) have their own
+golden runs in ``data/pipelines.json``.
 
 The 10 deliberately non-deterministic variants are ``tests/cli_variants.py``,
 caught 10/10 by ``tests/test_cli_verify.py::test_ten_of_ten``.
@@ -66,6 +70,52 @@ def test_golden_example_history_replays(index: int) -> None:
     assert_deterministic(fn, history)
 
 
+# ----------------------------------------------------------------------- pipelines
+
+PIPELINES = DATA.with_name("pipelines.json")
+PROJECT = pathlib.Path(__file__).resolve().parents[2] / "examples" / "pipelines" / "Project.toml"
+
+
+def test_every_example_pipeline_has_a_golden_history_that_replays() -> None:
+    """The pipelines of ``examples/pipelines`` (a run with retried fan-out batches):
+    a pipeline is a workflow built from its TOML, so a changed task graph or
+    engine shows here (a changed graph blocks the run through its digest)."""
+    from engine.pipeline import load_project
+
+    project = load_project(PROJECT)
+    golden = json.loads(PIPELINES.read_text())
+    assert {g["pipeline"] for g in golden} == set(project.pipelines)
+    for g in golden:
+        fn = project[g["pipeline"]].workflow
+        history = decode_history(g["history"].encode())
+        assert len(replay(fn, history)) == 0  # complete: nothing left to decide
+        assert_deterministic(fn, history)
+
+
+def regenerate_pipelines() -> None:
+    from engine import Client, Worker
+    from engine.pipeline import load_project, start
+    from examples.pipelines.reindex_tasks import ReindexRequest
+    from stores.memory import MemoryStore
+
+    inputs = {"reindex": ReindexRequest(products=110, batch_size=25, flaky={1: 1, 3: 2})}
+    out = []
+    for pipeline in load_project(PROJECT):
+        store, clock = MemoryStore(), VirtualClock()
+        client = Client(store, clock=clock)
+        worker = Worker(
+            store, workflows=pipeline.workflows, activities=pipeline.activities, clock=clock
+        )
+        wid = start(client, pipeline, inputs[pipeline.name], id=f"{pipeline.name}-golden")
+        worker.run_until_idle(skip_time=True)
+        client.result(wid)
+        root = str(PROJECT.parents[2]) + "/"  # tracebacks hold no local paths
+        history = encode_history(store.read(wid)).decode().replace(root, "")
+        out.append({"pipeline": pipeline.name, "id": wid, "history": history})
+    PIPELINES.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {len(out)} pipeline histories to {PIPELINES}")
+
+
 def regenerate() -> None:
     from stores.memory import MemoryStore
 
@@ -108,3 +158,5 @@ def regenerate() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--regenerate"]:
     regenerate()
+if __name__ == "__main__" and sys.argv[1:] == ["--regenerate-pipelines"]:
+    regenerate_pipelines()
