@@ -43,6 +43,12 @@ from tests.test_store_azure_faults import DroppingProxy
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+# NB: when the proxy cuts a reply off, urllib3 sometimes lets go of the socket unclosed
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
 WORKER = """
 import sys
 from engine import Worker
@@ -172,8 +178,6 @@ def _faults(
     )
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_r8_restarts_pauses_and_lost_replies(
     azurite_factory: Callable[[], Azurite], tmp_path: pathlib.Path
 ) -> None:
@@ -183,8 +187,6 @@ def test_r8_restarts_pauses_and_lost_replies(
 
 
 @pytest.mark.ci
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_r8_ci(azurite_factory: Callable[[], Azurite], tmp_path: pathlib.Path) -> None:
     (seed,) = seeds(8101, 1)
     with replaying(seed, "R8 ci"):
@@ -192,8 +194,6 @@ def test_r8_ci(azurite_factory: Callable[[], Azurite], tmp_path: pathlib.Path) -
 
 
 @pytest.mark.soak
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_r8_soak(azurite_factory: Callable[[], Azurite], tmp_path: pathlib.Path) -> None:
     (seed,) = seeds(8201, 1)
     with replaying(seed, "R8 soak"):
