@@ -22,6 +22,9 @@ What a holder knows, and how:
   read from where their holder stopped (one ranged GET each).  Its own writes a
   holder applies at once.
 
+How the handles of a queue share its partitions (fair shares, draining and
+handing back) is ``stores._azure_balance``.
+
 Safety never rests on the lease: every history append is conditioned on its
 position (``stores._azure_runs``), so a holder that lost its lease without
 noticing can at worst lose a race.  An inbox segment that reached
@@ -39,12 +42,13 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from engine._errors import StoreError, WorkflowError
 
 from . import _azure_format as fmt
+from ._azure_balance import Balance
 from ._azure_blobs import Blobs, Changed, Missing, Sealed
 from ._azure_runs import Run
 
@@ -70,6 +74,7 @@ class Partition:
         "ckpt",
         "dirty",
         "draining",
+        "gave_up",
         "inbox_off",
         "inbox_seg",
         "p",
@@ -93,14 +98,15 @@ class Partition:
         self.runs: set[Key] = set()
         self.pending: dict[Key, tuple[fmt.Start, float]] = {}
         self.dirty = True
-        self.draining = False  # to be handed back once no owner holds a run of it
+        self.draining = 0.0  # since when (monotonic) it waits to be handed back; 0: it does not
+        self.gave_up = -1e9  # when a drain last gave up (its owners kept it busy)
         self.saved = 0.0
         self.rechecked = 0.0  # when pending Starts were last looked for
         self.swept = time.monotonic()  # when the sweeper last read runs
         self.sweep_at = 0  # where it goes on
 
 
-class Partitions:
+class Partitions(Balance):
     """The partitions this handle holds, and the ready index over their runs."""
 
     def __init__(
@@ -304,95 +310,6 @@ class Partitions:
                 mine.append(part)
                 if part.inbox_seg not in inbox.get(p, {}):  # writers find it there (background)
                     self.blobs.create_append(self.names.inbox(queue, p, part.inbox_seg))
-
-    def _balance(
-        self, mine: list[Partition], share: int, *, wanted: bool, prefer: Partition | None
-    ) -> None:
-        """Drain partitions above ``share`` that another handle wants; hand back idle drained ones.
-
-        ``wanted``: every partition of the queue is leased, so a live handle below
-        its share waits for one of ours (if we hold more than our share, some
-        handle holds less).  Partitions to give are chosen ``prefer`` first (the
-        one whose run an owner just released), then by fewest claimed runs; a
-        draining partition hands out no more runs and is handed back once its
-        claimed runs are released, so a busy handle gives way within one
-        activity's time.  Nobody wants ours while free partitions remain.
-        """
-        excess = len(mine) - share
-        draining = [part for part in mine if part.draining]
-        if excess <= 0:
-            for part in draining:  # a handle left: keep them after all
-                self.undrain(part)
-            return
-        claimed: dict[tuple[str, int], int] = {}
-        for run in self.store._claimed():
-            where = self.of(run)
-            claimed[where] = claimed.get(where, 0) + 1
-        if wanted and len(draining) < excess:
-            candidates = sorted(
-                (part for part in mine if not part.draining),
-                key=lambda part: (part is not prefer, claimed.get((part.queue, part.p), 0)),
-            )
-            for part in candidates[: excess - len(draining)]:
-                part.draining = True
-                draining.append(part)
-        for part in draining:
-            if not claimed.get((part.queue, part.p)):
-                self.hand_back(part)
-                mine.remove(part)
-
-    def undrain(self, part: Partition) -> None:
-        """Keep a draining partition after all: its due runs go back into the ready index."""
-        part.draining = False
-        for key in part.runs:
-            run = self.store._cached(key)
-            if run is not None:
-                self.index(run)
-
-    def released(self, run: Run) -> None:
-        """An owner let ``run`` go: a partition another handle wants changes hands now.
-
-        Scans the run's queue (at most every ``poll_interval``, as ``claim``
-        does, so this costs no extra requests) if this handle claims from it.
-        """
-        part = self.holding(run)
-        if part is None or part.queue not in self._present:
-            return
-        mono = time.monotonic()
-        try:
-            if mono - self._scanned.get(part.queue, -1e9) >= self.poll_interval:
-                self._scanned[part.queue] = mono
-                self.scan(part.queue, prefer=part)
-            elif part.draining and all(self.of(r) != self.of(run) for r in self.store._claimed()):
-                self.hand_back(part)
-        except StoreError as exc:  # the release is done; the next claim balances again
-            log.warning("partition %s/%d: not balanced after a release: %s", part.queue,
-                        part.p, exc)  # fmt: skip
-
-    def _share(self, queue: str, seen: dict[str, datetime]) -> int:
-        """This handle's fair share of the queue's partitions (writing its presence if due)."""
-        name = f"{self.names.queue_dir(queue)}w/{self.lease_id}"
-        mono = time.monotonic()
-        wrote = self._present.get(queue)
-        if wrote is None or self.lease_id not in seen or mono - wrote[0] >= self.lease_seconds / 3:
-            wrote = self._present[queue] = (mono, self.blobs.touch(name))
-        # the service's clock now: our presence's Last-Modified plus the time since we wrote it
-        now = wrote[1] + timedelta(seconds=mono - wrote[0])
-        alive = 1 + sum(
-            1
-            for handle, when in seen.items()
-            if handle != self.lease_id and when >= now - timedelta(seconds=self.lease_seconds)
-        )
-        return -(-self.count // alive)
-
-    def hand_back(self, part: Partition) -> None:
-        """Give a partition back (graceful): save its checkpoint, release its lease."""
-        try:
-            self.save(part)
-            if (part.queue, part.p) in self.held:
-                self.blobs.release(part.ckpt, self.lease_id)
-        finally:
-            self.lose(part)
 
     def acquire(self, queue: str, p: int, *, exists: bool) -> bool:
         name = self.names.checkpoint(queue, p)

@@ -17,7 +17,8 @@ This module is the protocol's surface; the class is assembled from parts:
 ``stores._azure_base`` (a handle's state and its cache of runs),
 ``stores._azure_starts`` (creating runs) and ``stores._azure_appends``
 (appending batches and what follows them), over ``stores._azure_runs``
-(histories), ``stores._azure_partitions`` (ownership, the ready index),
+(histories), ``stores._azure_partitions`` (ownership, the ready index) with
+``stores._azure_balance`` (fair shares, handover),
 ``stores._azure_chains`` (the index of runs), ``stores._azure_blobs`` (the
 container's operations, errors mapped) and ``stores._azure_format`` (names,
 frames, records).

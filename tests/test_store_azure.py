@@ -435,6 +435,27 @@ def test_a_busy_partition_is_drained_then_handed_over(azurite: Azurite, containe
     b.close()
 
 
+def test_a_drain_that_outlasts_a_lease_gives_way(azurite: Azurite, container: str) -> None:
+    """A partition kept busy by a long activity serves its due runs again after a lease;
+    another partition drains instead."""
+    a, b = make(azurite, container, poll_interval=0), make(azurite, container, poll_interval=0)
+    (x0a, x0b), (x1,) = [started(i) for i in ids_in(0, 2)], [started(i) for i in ids_in(1, 1)]
+    for s in (x0a, x0b, x1):
+        a.create(s)
+    assert claimed(a, "A", limit=100) == {ref(x0a), ref(x0b), ref(x1)}
+    assert claimed(b, "B") == set()
+    a.release("A", ref(x0b))  # partition 0 drains; x0a's activity runs on and on
+    assert claimed(a, "A2") == set()
+    [part] = [part for part in a._parts.held.values() if part.draining]
+    part.draining -= LEASE + 1  # a lease later
+    assert claimed(a, "A2") == {ref(x0b)}  # served again; partition 1 drains now
+    assert [part.p for part in a._parts.held.values() if part.draining] == [1]
+    a.release("A", ref(x1))
+    assert claimed(b, "B") == {ref(x1)}
+    a.close()
+    b.close()
+
+
 def test_a_lone_handle_keeps_its_idle_partitions(azurite: Azurite, container: str) -> None:
     """Nobody else wants them: no lease is released and taken again round after round."""
     a = make(azurite, container, poll_interval=0)
