@@ -106,6 +106,33 @@ def run_once(
         opened[0].close()
 
 
+def against(
+    ref: str, open_store: Callable[[], stores.Store], n: int, k: int, repeat: int
+) -> tuple[list[float], list[float]]:
+    """Activities/s of ``n`` x ``k`` with this checkout's worker, alternating with the same
+    worker running the interpreter of git revision ``ref``."""
+    import engine._worker as worker_module
+    from engine import Interpreter as today
+
+    from .replay import interpreter_at
+
+    old = interpreter_at(ref)
+    names = vars(worker_module)  # the worker builds its interpreters from its module's name
+
+    def side(interpreter: Any) -> Callable[[], float]:
+        def sample() -> float:
+            names["Interpreter"] = interpreter
+            try:
+                return n * k / run_once(open_store, n, k)
+            finally:
+                names["Interpreter"] = today
+
+        return sample
+
+    mine, theirs = c.alternate([side(today), side(old)], repeat)
+    return mine, theirs
+
+
 def idle_memory(open_store: Callable[[], stores.Store], n: int, cache_size: int) -> float:
     """Bytes of Python heap per open workflow waiting on a signal."""
     gc.collect()
@@ -197,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--processes", default=None, help="worker process counts, e.g. 1,2 (durable stores)"
     )
+    p.add_argument(
+        "--against",
+        metavar="REF",
+        help="also run the first workload with the interpreter of git revision REF, alternating",
+    )
     args = p.parse_args(argv)
     if args.store == "azure":
         return azure_requests(args.quick, args.results_dir)
@@ -220,6 +252,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(c.summary(f"{n}x{k} activities", "activities/s", acts, n=n, k=k))
         results.append(c.summary(f"{n}x{k} decisions", "decisions/s", decs, n=n, k=k))
         rows.append([f"{n} workflows x {k} activities", c.fmt(_median(acts)), c.fmt(_median(decs))])
+    if args.against:
+        n, k = workloads[0]
+        today, before = against(args.against, open_store, n, k, repeat)
+        results.append(
+            c.summary(f"{n}x{k} activities, this checkout (alternating)", "activities/s", today)
+        )
+        results.append(
+            c.summary(f"{n}x{k} activities, interpreter of {args.against}", "activities/s", before)
+        )
+        ratios = [a / b for a, b in zip(today, before, strict=True)]
+        results.append(
+            c.summary(f"this checkout / {args.against}, per repetition", "ratio", ratios)
+        )
+        rows.append([f"{n} x {k}, this checkout (alternating)", c.fmt(_median(today)), ""])
+        rows.append([f"{n} x {k}, interpreter of {args.against}", c.fmt(_median(before)), ""])
+        rows.append([f"this checkout / {args.against}", c.fmt(_median(ratios)), ""])
     print(
         c.table(
             f"end to end on {label} (one worker, run_until_idle)",
