@@ -522,8 +522,10 @@ class Interpreter:
             try:
                 if type(cmd) is ScheduleActivity:  # NB: the most common command, inline
                     self._current = self._open_activity(cmd, None, 0)
-                    value = _BLOCKED
-                elif type(cmd) in commands:
+                    # NB: a new activity resolves nothing and waits for no signal: the
+                    # run now waits (the blocked case below would find nothing to do)
+                    return
+                if type(cmd) in commands:
                     value = commands[type(cmd)](self, cmd)
                 else:
                     value = None
@@ -700,13 +702,13 @@ class Interpreter:
             and cmd.schedule_to_close is None
             and cmd.heartbeat_timeout is None
         )
-        if plain:
-            start_to_close = schedule_to_close = heartbeat_timeout = None
-        else:
+        if not plain:
             _check_options(cmd.task_queue, cmd.retry)
-            start_to_close = _opt_td(cmd.start_to_close, "start_to_close")
-            schedule_to_close = _opt_td(cmd.schedule_to_close, "schedule_to_close")
-            heartbeat_timeout = _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout")
+            timeouts = (
+                _opt_td(cmd.start_to_close, "start_to_close"),
+                _opt_td(cmd.schedule_to_close, "schedule_to_close"),
+                _opt_td(cmd.heartbeat_timeout, "heartbeat_timeout"),
+            )
         if self._replaying:
             digest = self._codec.fingerprint_args(cmd.args)
             seq = self._next_seq
@@ -727,6 +729,9 @@ class Interpreter:
             payload, digest = self._codec.encode_args(cmd.args)
             seq = self._next_seq
             self._next_seq = seq + 1
+            start_to_close, schedule_to_close, heartbeat_timeout = (
+                (None, None, None) if plain else timeouts
+            )
             self._out.append(
                 ActivityScheduled(
                     time=self._now,
