@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -54,6 +57,24 @@ def test_replay_quick(tmp_path: pathlib.Path) -> None:
     assert len(files) == 1
     check_replay_results(files[0])
     check_replay_results(tmp_path / "replay-latest.json")
+
+
+def test_replay_against_a_revision(tmp_path: pathlib.Path) -> None:
+    """--against REF replays with REF's interpreter, alternating with today's, and the ratio."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    out = run("benchmarks.replay", "--quick", "--against", "HEAD", "--results-dir", str(tmp_path))
+    assert "interpreter of HEAD" in out.stdout
+    doc = json.loads((tmp_path / "replay-latest.json").read_text())
+    assert doc["parameters"]["against"] == "HEAD"
+    rows = {r["name"]: r for r in doc["results"]}
+    today = rows["replay from scratch, this checkout (alternating)"]
+    before = rows["replay from scratch, interpreter of HEAD"]
+    ratio = rows["this checkout / HEAD, per repetition"]
+    assert today["unit"] == before["unit"] == "events/s" and ratio["unit"] == "ratio"
+    assert today["repetitions"] == before["repetitions"] == ratio["repetitions"] >= 5
+    pairs = zip(today["samples"], before["samples"], strict=True)
+    assert ratio["samples"] == [a / b for a, b in pairs]
 
 
 def test_runner_runs_selected_parts(tmp_path: pathlib.Path) -> None:
