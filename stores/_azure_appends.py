@@ -60,6 +60,9 @@ class Appends(StoreBase):
         run = self._get(batch.workflow_id, batch.run_id, fresh=False)
         events = list(batch.events)
         expected = batch.expected_length
+        if expected is not None and expected > len(run.events):
+            # NB: this handle is behind: the decision may be on what others appended
+            self._log.refresh(run)
         # what we know refuses most losers before a Start record is written for nothing
         tail = run.events[expected:] if expected is not None else []
         check_decision(run.summary, events, tail, expected)

@@ -94,6 +94,7 @@ def container_client(
     options: dict[str, Any] = {
         "retry_policy": CountingRetry(
             counter,
+            attempt_timeout=read_timeout,
             retry_total=retries,
             retry_connect=retries,
             retry_read=retries,

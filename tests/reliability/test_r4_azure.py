@@ -300,13 +300,9 @@ def test_three_workers_compete_soak(azurite: Azurite, tmp_path: pathlib.Path) ->
 # --------------------------------------------------------------------------- found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AzureBlobStore checks a decision against its handle's cached view before "
-    "any request: a handle that has not read since another handle appended refuses "
-    "expected_length=N (N the true length, no decision at or after N) with a "
-    "spurious ConflictError ('decision made on N events, but the run has N-1')",
-)
+# found by R4 (seed 4100, round 5, before the writers read first): a handle that had
+# not read since another handle appended refused expected_length=N, N the true length,
+# with a spurious ConflictError; fixed, a handle behind the decision refreshes first
 def test_a_decision_on_the_true_length_lands_through_a_handle_that_is_behind(
     azurite: Azurite,
 ) -> None:
