@@ -2,7 +2,7 @@
 
 Every handle that claims from a queue keeps a presence blob there
 (``w/<lease id>``, written every third of a lease); the live ones (written
-within a lease) share the queue's partitions, ``ceil(partitions / live)``
+within two thirds of a lease) share the queue's partitions, ``ceil(partitions / live)``
 each (``_share``).  A handle below its share takes free partitions at its
 scans (``Partitions.scan``); one above it hands partitions back only when
 another handle wants them, i.e. when no partition is free (``_balance``):
@@ -148,7 +148,11 @@ class Balance:
         alive = 1 + sum(
             1
             for handle, when in seen.items()
-            if handle != self.lease_id and when >= now - timedelta(seconds=self.lease_seconds)
+            # NB: two thirds of a lease (a live handle rewrites every third): a dead handle
+            # stops counting before its leases expire, so its partitions are taken over at
+            # once, not after a second wait for its presence to age out
+            if handle != self.lease_id
+            and when >= now - timedelta(seconds=self.lease_seconds * 2 / 3)
         )
         return -(-self.count // alive)
 
