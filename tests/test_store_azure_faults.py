@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import os
 import pathlib
@@ -143,10 +144,17 @@ class DroppingProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        """Cut every connection, and take no new one (a network partition)."""
         self.closed = True
+        # NB: close() alone does not wake a thread blocked in accept(): it would take one
+        # more connection, which a keep-alive client could then use for good
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         with self.lock:
             for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
                 s.close()
 
     def _accept(self) -> None:
@@ -154,6 +162,9 @@ class DroppingProxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
+                return
+            if self.closed:
+                client.close()
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
