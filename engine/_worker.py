@@ -457,6 +457,9 @@ class Worker:
                     if key[0] == ref:  # its outcome is the new owner's to record, not ours
                         running.context.cancel()
                         del self._running[key]
+                # NB: a no-op if another worker has it; if the store still counts it ours
+                # (its partition not trusted for a moment), this lets it be claimed again
+                self.store.release(self.identity, ref)
 
     def _round_once(self, inline: bool) -> datetime | None:
         free = self.max_concurrent_activities - len(self._running)

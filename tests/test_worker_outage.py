@@ -185,3 +185,53 @@ def test_a_stop_during_an_outage_returns(caplog: pytest.LogCaptureFixture) -> No
     w2 = _worker(store)
     w2.run_until_idle()
     assert client.result(wid) == 3
+
+
+class ForgetfulStore(MemoryStore):
+    """``renew`` once answers that the worker holds nothing while the store still counts
+    its runs as the worker's (as AzureBlobStore does while a partition's lease renewal is
+    late: its runs are not trusted for a moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hide = 0
+
+    def renew(self, owner: str, *, lease: float = 30.0) -> list[RunRef]:
+        held = super().renew(owner, lease=lease)
+        if self.hide and held:
+            self.hide -= 1
+            return []
+        return held
+
+
+@activity
+def slow_step(i: int) -> int:
+    time.sleep(0.4)
+    return i
+
+
+@workflow
+def slow_chain(steps: int) -> Gen:
+    total = 0
+    for i in range(steps):
+        total += yield ScheduleActivity(slow_step, i)
+    return total
+
+
+def test_runs_a_renew_says_are_lost_are_given_back_not_stranded() -> None:
+    store = ForgetfulStore()
+    client = Client(store)
+    wid = client.start(slow_chain, 3, id="stranded")
+    worker = Worker(
+        store, workflows=[slow_chain], activities=[slow_step], poll_interval=0.01, lease=0.6
+    )
+    store.hide = 1  # the first renew with the run in hand says it is gone
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        # stranded, the run would stay claimed by this worker, which no longer works on it
+        assert client.result(wid, timeout=20) == 3
+        assert store.hide == 0
+    finally:
+        worker.stop()
+        thread.join(timeout=10)

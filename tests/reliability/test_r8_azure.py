@@ -76,6 +76,17 @@ def _probe(store: AzureBlobStore) -> float | None:
     return None
 
 
+def _stuck(store: AzureBlobStore, ids: list[str]) -> str:
+    """What the workflows still open are waiting for (for a failure message)."""
+    lines = []
+    for wid in ids:
+        info = store.describe(wid)
+        if info.status is not Status.COMPLETED:
+            last = [type(ev).__name__ for ev in store.read(wid)[-3:]]
+            lines.append(f"{wid}: {info.status.value} blocked={info.blocked} last={last}")
+    return f"{len(lines)} not completed:\n" + "\n".join(lines[:20]) + "\n"
+
+
 def _completed(store: AzureBlobStore) -> int:
     try:
         return store.list(page_size=1).counts.get(Status.COMPLETED, 0)
@@ -120,7 +131,7 @@ def _faults(
             for _ in range(2)
         ]  # fmt: skip
         try:
-            deadline = time.monotonic() + 900
+            deadline = time.monotonic() + 400
             began = time.monotonic()
             for n, fault in enumerate(schedule):
                 up = time.monotonic() + rng.uniform(2.0, 5.0)
@@ -144,7 +155,7 @@ def _faults(
                 for proc in procs:
                     assert proc.poll() is None, crashkit._tail(out)
             while _completed(store) < WORKFLOWS:
-                assert time.monotonic() < deadline, crashkit._tail(out)
+                assert time.monotonic() < deadline, _stuck(store, ids) + crashkit._tail(out)
                 for proc in procs:
                     assert proc.poll() is None, crashkit._tail(out)
                 time.sleep(0.5)
