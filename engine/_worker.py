@@ -185,7 +185,7 @@ _OUTCOMES = (ActivityCompleted, ActivityFailed, ActivityAttemptFailed)
 
 def _unsettled(entry: _Entry, ev: Event) -> bool:
     """False for an activity outcome whose attempt the run's history has settled already."""
-    if isinstance(ev, ActivityCompleted | ActivityFailed | ActivityAttemptFailed):
+    if isinstance(ev, _OUTCOMES):
         act = entry.activities.get(ev.seq)
         return act is not None and ev.attempt > act.attempts
     return True
